@@ -1,0 +1,774 @@
+"""The store API: :class:`AbstractStore`, :class:`Value` and their helpers.
+
+Every public method lives here once and follows one template: check the store is connected,
+validate the key and metadata, open a progress operation where bytes stream, call the
+backend's private hook (``_get``, ``_write``, ``_delete`` ...), and only then send the
+signals. A backend implements the hooks and can neither forget a check nor an event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from . import signals
+from ._keys import check_key, criteria_of, dump_metadata, literal_prefix, matches, select_names
+from .errors import NotConnectedError
+from .events import (
+    MODIFICATION_CLASSES,
+    StoreEvent,
+    StoreProgressEndEvent,
+    StoreProgressStartEvent,
+    StoreProgressStepEvent,
+    StoreTransactionEndEvent,
+    StoreTransactionStartEvent,
+)
+
+__all__ = ["AbstractStore", "Value", "Change", "Subscription", "DEFAULT_BUFFER_SIZE"]
+
+log = logging.getLogger("kvstore")
+
+DEFAULT_BUFFER_SIZE = 1048576
+
+Opener = Callable[[int, int], BinaryIO]
+
+
+def _copy_metadata(metadata: Dict[str, Any]) -> Dict[str, Any]:
+    return json.loads(json.dumps(metadata))
+
+
+class Value:
+    """A consistent snapshot of one key: data and metadata from the same write.
+
+    Parameters
+    ----------
+    size : number of bytes of data.
+    metadata : the metadata (the Value keeps a private copy).
+    created, modified : seconds since the epoch.
+    opener : ``opener(start, end)`` returns a readable binary stream of ``data[start:end]``.
+    """
+
+    __slots__ = ("size", "_metadata", "created", "modified", "_opener", "__weakref__")
+
+    def __init__(
+        self,
+        *,
+        size: int,
+        metadata: Dict[str, Any],
+        created: float,
+        modified: float,
+        opener: Opener,
+    ) -> None:
+        self.size = size
+        self._metadata = metadata
+        self.created = created
+        self.modified = modified
+        self._opener = opener
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, metadata: Dict[str, Any], created: float = 0.0, modified: float = 0.0
+    ) -> "Value":
+        """A Value holding ``data`` in memory."""
+        data = bytes(data)
+        return cls(
+            size=len(data),
+            metadata=metadata,
+            created=created,
+            modified=modified,
+            opener=lambda start, end: io.BytesIO(data[start:end]),
+        )
+
+    @property
+    def data(self) -> BinaryIO:
+        """A new readable binary stream of the whole data (a context manager)."""
+        return self._opener(0, self.size)
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        """A fresh copy of the metadata."""
+        return _copy_metadata(self._metadata)
+
+    def range(self, start: Optional[int] = None, end: Optional[int] = None) -> BinaryIO:
+        """A stream of ``data[start:end]`` (Python slice meaning, negative indices included)."""
+        s, e, _ = slice(start, end).indices(self.size)
+        return self._opener(s, max(s, e))
+
+    @property
+    def permissions(self) -> Dict[str, Any]:
+        """encore.storage compatibility: kvstore keeps no permissions."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<Value size={self.size} metadata={self._metadata!r}>"
+
+
+@dataclass
+class Change:
+    """One committed change, as a backend reports it: the base class turns it into an event."""
+
+    kind: str  # "set", "update" or "delete"
+    key: str
+    metadata: Dict[str, Any]
+    sequence: Optional[int] = None
+    timestamp: Optional[float] = None
+
+
+@dataclass
+class _Transaction:
+    notes: Optional[str]
+    state: Any
+    depth: int = 1
+    held: List[Change] = field(default_factory=list)
+
+
+class Subscription:
+    """Handle returned by :meth:`AbstractStore.subscribe`; ``cancel()`` or leave the ``with``."""
+
+    def __init__(self, store: "AbstractStore", receiver: Callable[[StoreEvent], Any],
+                 pattern: str, kinds: Sequence[str]) -> None:
+        self.store = store
+        self.receiver = receiver
+        self.pattern = pattern
+        self.kinds = tuple(kinds)
+        self._signals = [signals.MODIFICATION_SIGNALS[k] for k in self.kinds]
+        for sig in self._signals:
+            sig.connect(self._on_event, sender=store, weak=False)
+
+    def _on_event(self, sender: Any, event: Any = None, **_: Any) -> None:
+        if event is not None and fnmatch.fnmatchcase(event.key, self.pattern):
+            self.receiver(event)
+
+    def cancel(self) -> None:
+        """Stop delivering events; safe to call more than once."""
+        for sig in self._signals:
+            sig.disconnect(self._on_event, sender=self.store)
+        self._signals = []
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
+
+
+class _Progress:
+    """One progress operation: start was sent; ``advance`` sends steps; ``finish`` the end."""
+
+    def __init__(self, store: "AbstractStore", key: str, message: str, steps: int) -> None:
+        self.store = store
+        self.key = key
+        self.message = message
+        self.steps = steps
+        self.done = 0
+        self.sent = -1
+        self.operation_id = uuid.uuid4().hex
+        self.live = bool(signals.progress_start.receivers or signals.progress_step.receivers
+                         or signals.progress_end.receivers)
+        if self.live:
+            store._send(signals.progress_start, StoreProgressStartEvent(
+                store=store, origin=store.origin, operation_id=self.operation_id,
+                key=key, message=message, steps=steps))
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+        if self.live and nbytes:
+            self._step()
+
+    def _step(self) -> None:
+        self.sent = self.done
+        self.store._send(signals.progress_step, StoreProgressStepEvent(
+            store=self.store, origin=self.store.origin, operation_id=self.operation_id,
+            key=self.key, message=self.message, step=self.done))
+
+    def finish(self, exit_state: str) -> None:
+        if not self.live:
+            return
+        if exit_state == "normal" and self.sent != self.done:
+            self._step()  # the last step carries the total, even for empty data
+        self.store._send(signals.progress_end, StoreProgressEndEvent(
+            store=self.store, origin=self.store.origin, operation_id=self.operation_id,
+            key=self.key, message=self.message, exit_state=exit_state))
+
+
+class ProgressReader(io.RawIOBase):
+    """Wraps a source stream; every ``read`` reports the bytes to the progress operation.
+
+    Backends read the data they store from this object in ``buffer_size`` chunks.
+    """
+
+    def __init__(self, stream: Any, progress: _Progress, buffer_size: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._progress = progress
+        self.buffer_size = max(1, int(buffer_size))
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            chunks = []
+            while True:
+                chunk = self.read(self.buffer_size)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        data = self._stream.read(min(size, self.buffer_size))
+        if data is None:
+            data = b""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a data stream must return bytes, not {type(data).__name__}")
+        self._progress.advance(len(data))
+        return bytes(data)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+def _stream_size(stream: Any) -> int:
+    """Bytes left in ``stream`` when that can be known cheaply, else -1."""
+    try:
+        if isinstance(stream, io.BytesIO):
+            return len(stream.getbuffer()) - stream.tell()
+        fileno = stream.fileno()
+        st = os.fstat(fileno)
+        if not (st.st_mode & 0o170000 == 0o100000):  # not a regular file
+            return -1
+        return max(0, st.st_size - stream.tell())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return -1
+
+
+def _as_stream(data: Any) -> Any:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(data))
+    if not hasattr(data, "read"):
+        raise TypeError(f"data must be a readable binary stream, not {type(data).__name__}")
+    return data
+
+
+ValueLike = Union[Value, Tuple[Any, Mapping[str, Any]]]
+
+
+class AbstractStore(ABC):
+    """The key-value store API (encore.storage's names and meanings).
+
+    Subclasses implement the private hooks; the public methods below validate, stream with
+    progress and send the signals. Every store is a context manager that connects on entry
+    and disconnects on exit.
+    """
+
+    def __init__(self, *, name: Optional[str] = None) -> None:
+        self.name = name
+        #: id of this store instance, carried by every event it originates.
+        self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._connected = False
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ hooks
+
+    def _connect(self, credentials: Any) -> None:
+        """Open backend resources."""
+
+    def _disconnect(self) -> None:
+        """Release backend resources."""
+
+    def _info(self) -> Dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def _get(self, key: str) -> Value:
+        """Return a snapshot Value of ``key``; raise KeyError if it is missing."""
+
+    def _get_metadata(self, key: str) -> Dict[str, Any]:
+        """Return a fresh copy of the metadata of ``key``; raise KeyError if missing."""
+        return self._get(key).metadata
+
+    @abstractmethod
+    def _exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+
+    @abstractmethod
+    def _write(self, key: str, source: Optional[ProgressReader], metadata: Optional[Dict[str, Any]],
+               update: Optional[Dict[str, Any]]) -> List[Change]:
+        """Write ``key`` atomically and return the changes made (empty when staged).
+
+        ``source`` is the new data (None: keep the data, empty for a new key); ``metadata``
+        replaces the metadata; ``update`` is merged into it (the key must exist: KeyError).
+        With neither, the metadata is kept (``{}`` for a new key). A failure leaves the key
+        as it was.
+        """
+
+    @abstractmethod
+    def _delete(self, key: str) -> List[Change]:
+        """Delete ``key`` (KeyError if missing) and return the changes made."""
+
+    @abstractmethod
+    def _iter_keys(self, prefix: str) -> Iterable[str]:
+        """Every key that starts with ``prefix``."""
+
+    def _query(self, criteria: Dict[str, str]) -> Iterable[Tuple[str, Dict[str, Any]]]:
+        """(key, metadata) for every key matching ``criteria`` (see ``_keys.criteria_of``)."""
+        for key in list(self._iter_keys("")):
+            try:
+                metadata = self._get_metadata(key)
+            except KeyError:
+                continue
+            if matches(metadata, criteria):
+                yield key, metadata
+
+    def _query_keys(self, criteria: Dict[str, str]) -> Iterable[str]:
+        for key, _ in self._query(criteria):
+            yield key
+
+    def _begin(self) -> Any:
+        """Start staging writes for a transaction; return the backend's staging state."""
+        return None
+
+    def _commit(self, state: Any) -> List[Change]:
+        """Make the staged writes visible at once; return their changes in order."""
+        return []
+
+    def _rollback(self, state: Any) -> None:
+        """Drop the staged writes."""
+
+    def _tx_state(self) -> Any:
+        """The staging state of this thread's transaction, or None outside one."""
+        tx = getattr(self._local, "tx", None)
+        return None if tx is None else tx.state
+
+    # ------------------------------------------------------------- lifecycle
+
+    def connect(self, credentials: Any = None) -> None:
+        """Connect to the store (``credentials`` are backend-specific and often unused)."""
+        self._connect(credentials)
+        self._connected = True
+
+    def disconnect(self) -> None:
+        """Disconnect; later data operations raise :class:`NotConnectedError`."""
+        if self._connected:
+            self._connected = False
+            self._disconnect()
+
+    def is_connected(self) -> bool:
+        """Whether the store is connected."""
+        return self._connected
+
+    def info(self) -> Dict[str, Any]:
+        """A dict describing the store: type, name, origin, connection state and backend details."""
+        d = {"type": type(self).__name__, "name": self.name, "origin": self.origin,
+             "connected": self._connected}
+        d.update(self._info())
+        return d
+
+    def __enter__(self) -> "AbstractStore":
+        if not self._connected:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.disconnect()
+
+    def _ready(self, key: Any = None) -> None:
+        if key is not None:
+            check_key(key)
+        if not self._connected:
+            raise NotConnectedError(f"{type(self).__name__} is not connected: call connect() first")
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: str) -> Value:
+        """Return a :class:`Value`: data stream, metadata, size, created, modified.
+
+        Raises
+        ------
+        KeyError : the key does not exist.
+        InvalidKeyError : the key is not valid.
+        NotConnectedError : the store is not connected.
+
+        Events
+        ------
+        None.
+        """
+        self._ready(key)
+        return self._get(key)
+
+    def get_data(self, key: str) -> BinaryIO:
+        """Return a readable binary stream of the key's data (a context manager).
+
+        Events: none. Raises KeyError for a missing key.
+        """
+        self._ready(key)
+        return self._get(key).data
+
+    def get_data_range(self, key: str, start: Optional[int] = None, end: Optional[int] = None) -> bytes:
+        """Return ``data[start:end]`` as bytes (Python slice meaning).
+
+        Events: none. Raises KeyError for a missing key.
+        """
+        self._ready(key)
+        with self._get(key).range(start, end) as stream:
+            return stream.read()
+
+    def get_metadata(self, key: str, select: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+        """Return a fresh copy of the key's metadata; ``select`` keeps only those names present.
+
+        Events: none. Raises KeyError for a missing key.
+        """
+        self._ready(key)
+        return select_names(self._get_metadata(key), select)
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists. Events: none."""
+        self._ready(key)
+        return self._exists(key)
+
+    # ----------------------------------------------------------------- writes
+
+    def set(self, key: str, value: ValueLike, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """Store data and metadata under ``key``, replacing both atomically.
+
+        Parameters
+        ----------
+        key : the key.
+        value : a :class:`Value`, or a ``(stream, metadata)`` pair (bytes are accepted as data).
+        buffer_size : bytes read at a time; a progress step is sent at least this often.
+
+        Raises
+        ------
+        InvalidKeyError, TypeError, ValueError : bad key or metadata; nothing written.
+        Any exception of the data stream, unwrapped; the key keeps its old value.
+
+        Events
+        ------
+        progress_start, progress_step (per chunk), progress_end; then store_set for a new
+        key or store_update for an existing one (held until commit inside a transaction).
+        """
+        self._ready(key)
+        if isinstance(value, Value):
+            stream, metadata = value.data, value.metadata
+        else:
+            try:
+                stream, metadata = value
+            except (TypeError, ValueError):
+                raise TypeError("value must be a Value or a (stream, metadata) pair") from None
+        metadata = json.loads(dump_metadata(metadata))
+        self._write_stream(key, _as_stream(stream), metadata, buffer_size, "set")
+
+    def set_data(self, key: str, data: Any, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """Replace the data of ``key``, keeping its metadata (a new key gets ``{}``).
+
+        Events: progress_start/step/end, then store_set or store_update.
+        """
+        self._ready(key)
+        self._write_stream(key, _as_stream(data), None, buffer_size, "set_data")
+
+    def set_metadata(self, key: str, metadata: Mapping[str, Any]) -> None:
+        """Replace the metadata of ``key`` (a new key gets empty data).
+
+        Events: store_set or store_update.
+        """
+        self._ready(key)
+        metadata = json.loads(dump_metadata(metadata))
+        self._apply(self._write(key, None, metadata, None))
+
+    def update_metadata(self, key: str, metadata: Mapping[str, Any]) -> None:
+        """Merge ``metadata`` into the stored metadata, atomically (no concurrent update is lost).
+
+        Raises KeyError if the key does not exist.
+
+        Events: store_update with the whole merged metadata.
+        """
+        self._ready(key)
+        update = json.loads(dump_metadata(metadata))
+        self._apply(self._write(key, None, None, update))
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``. Raises KeyError if it does not exist.
+
+        Events: store_delete with the key's last metadata.
+        """
+        self._ready(key)
+        self._apply(self._delete(key))
+
+    def _write_stream(self, key: str, stream: Any, metadata: Optional[Dict[str, Any]],
+                      buffer_size: int, message: str) -> None:
+        with self._progress(key, message, _stream_size(stream)) as progress:
+            changes = self._write(key, ProgressReader(stream, progress, buffer_size), metadata, None)
+        self._apply(changes)
+
+    @contextlib.contextmanager
+    def _progress(self, key: str, message: str, steps: int) -> Iterator[_Progress]:
+        progress = _Progress(self, key, message, steps)
+        try:
+            yield progress
+        except BaseException:
+            progress.finish("exception")
+            raise
+        progress.finish("normal")
+
+    # ------------------------------------------------------------ multi-key
+
+    def multiget(self, keys: Iterable[str]) -> List[Value]:
+        """``[get(k) for k in keys]``."""
+        return [self.get(k) for k in keys]
+
+    def multiget_data(self, keys: Iterable[str]) -> List[BinaryIO]:
+        """``[get_data(k) for k in keys]``."""
+        return [self.get_data(k) for k in keys]
+
+    def multiget_metadata(self, keys: Iterable[str], select: Optional[Iterable[str]] = None) -> List[Dict[str, Any]]:
+        """``[get_metadata(k, select) for k in keys]``."""
+        select = None if select is None else list(select)
+        return [self.get_metadata(k, select) for k in keys]
+
+    def multiset(self, keys: Iterable[str], values: Iterable[ValueLike],
+                 buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """``set`` each pair of ``zip(keys, values)``."""
+        for key, value in zip(keys, values):
+            self.set(key, value, buffer_size)
+
+    def multiset_data(self, keys: Iterable[str], datas: Iterable[Any],
+                      buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """``set_data`` each pair of ``zip(keys, datas)``."""
+        for key, data in zip(keys, datas):
+            self.set_data(key, data, buffer_size)
+
+    def multiset_metadata(self, keys: Iterable[str], metadatas: Iterable[Mapping[str, Any]]) -> None:
+        """``set_metadata`` each pair of ``zip(keys, metadatas)``."""
+        for key, metadata in zip(keys, metadatas):
+            self.set_metadata(key, metadata)
+
+    def multiupdate_metadata(self, keys: Iterable[str], metadatas: Iterable[Mapping[str, Any]]) -> None:
+        """``update_metadata`` each pair of ``zip(keys, metadatas)``."""
+        for key, metadata in zip(keys, metadatas):
+            self.update_metadata(key, metadata)
+
+    # ---------------------------------------------------------------- queries
+
+    def query(self, select: Optional[Iterable[str]] = None, **kwargs: Any) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        """(key, metadata) of every key whose metadata JSON-equals every keyword.
+
+        No keyword: every key. ``select`` keeps only those metadata names. Events: none.
+        """
+        self._ready()
+        criteria = criteria_of(kwargs)
+        select = None if select is None else list(select)
+        return ((k, select_names(md, select)) for k, md in self._query(criteria))
+
+    def query_keys(self, **kwargs: Any) -> Iterator[str]:
+        """Keys whose metadata JSON-equals every keyword. Events: none."""
+        self._ready()
+        return iter(self._query_keys(criteria_of(kwargs)))
+
+    def glob(self, pattern: str) -> Iterator[str]:
+        """Keys matching ``fnmatch.fnmatchcase(key, pattern)`` (``*`` crosses ``/``). Events: none."""
+        self._ready()
+        if not isinstance(pattern, str):
+            raise TypeError(f"a glob pattern must be a str, not {type(pattern).__name__}")
+        keys = self._iter_keys(literal_prefix(pattern))
+        return (k for k in keys if fnmatch.fnmatchcase(k, pattern))
+
+    # ------------------------------------------------------------ file helpers
+
+    def to_file(self, key: str, path: Union[str, os.PathLike], buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """Write the key's data to the file ``path`` (replaced atomically when complete).
+
+        Events: progress_start/step/end.
+        """
+        self._ready(key)
+        value = self._get(key)
+        path = os.fspath(path)
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+        with self._progress(key, "to_file", value.size) as progress:
+            try:
+                with value.data as src, open(tmp, "wb") as dst:
+                    _copy(src, dst, buffer_size, progress)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+    def from_file(self, key: str, path: Union[str, os.PathLike], buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """Store the contents of the file ``path`` as the key's data (``set_data``).
+
+        Events: progress_start/step/end, then store_set or store_update.
+        """
+        self._ready(key)
+        with open(path, "rb") as stream:
+            self._write_stream(key, stream, None, buffer_size, "from_file")
+
+    def to_bytes(self, key: str, buffer_size: int = DEFAULT_BUFFER_SIZE) -> bytes:
+        """Return the key's data as bytes. Events: progress_start/step/end."""
+        self._ready(key)
+        value = self._get(key)
+        out = io.BytesIO()
+        with self._progress(key, "to_bytes", value.size) as progress:
+            with value.data as src:
+                _copy(src, out, buffer_size, progress)
+        return out.getvalue()
+
+    def from_bytes(self, key: str, data: bytes, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """Store ``data`` as the key's data (``set_data``).
+
+        Events: progress_start/step/end, then store_set or store_update.
+        """
+        self._ready(key)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        self._write_stream(key, io.BytesIO(bytes(data)), None, buffer_size, "from_bytes")
+
+    # ------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def transaction(self, notes: Optional[str] = None) -> Iterator[Any]:
+        """Group writes: they become visible together, or not at all if the block raises.
+
+        Inside the block this thread reads its own writes. A nested transaction joins the
+        outer one.
+
+        Events
+        ------
+        transaction_start; on success the held store_set/update/delete signals in order,
+        then transaction_end(state="done"); on failure transaction_end(state="failed")
+        followed by the signals of any writes the backend could not roll back.
+        """
+        self._ready()
+        tx = getattr(self._local, "tx", None)
+        if tx is not None:
+            tx.depth += 1
+            try:
+                yield tx
+            finally:
+                tx.depth -= 1
+            return
+        tx = _Transaction(notes=notes, state=self._begin())
+        self._local.tx = tx
+        self._send(signals.transaction_start, StoreTransactionStartEvent(
+            store=self, origin=self.origin, notes=notes))
+        try:
+            yield tx
+            self._local.tx = None
+            changes = self._commit(tx.state)
+        except BaseException:
+            self._local.tx = None
+            try:
+                self._rollback(tx.state)
+            finally:
+                self._send(signals.transaction_end, StoreTransactionEndEvent(
+                    store=self, origin=self.origin, notes=notes, state="failed"))
+                self._emit(tx.held)
+            raise
+        self._emit(tx.held + changes)
+        self._send(signals.transaction_end, StoreTransactionEndEvent(
+            store=self, origin=self.origin, notes=notes, state="done"))
+
+    # ----------------------------------------------------------------- events
+
+    def subscribe(self, receiver: Callable[[Any], Any], pattern: str = "*",
+                  kinds: Sequence[str] = ("set", "update", "delete")) -> Subscription:
+        """Call ``receiver(event)`` for this store's modification events on keys matching
+        the glob ``pattern`` (local and remote). Returns a handle with ``cancel()``.
+        """
+        if isinstance(kinds, str):
+            kinds = (kinds,)
+        unknown = [k for k in kinds if k not in signals.MODIFICATION_SIGNALS]
+        if unknown:
+            raise ValueError(f"unknown event kinds {unknown}; use 'set', 'update', 'delete'")
+        if not isinstance(pattern, str):
+            raise TypeError("pattern must be a str")
+        return Subscription(self, receiver, pattern, kinds)
+
+    def _apply(self, changes: List[Change]) -> None:
+        tx = getattr(self._local, "tx", None)
+        if tx is not None:
+            tx.held.extend(changes)
+        else:
+            self._emit(changes)
+
+    def _emit(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            signal = signals.MODIFICATION_SIGNALS[change.kind]
+            if not signal.receivers:
+                continue
+            cls = MODIFICATION_CLASSES[change.kind]
+            extra = {} if change.timestamp is None else {"timestamp": change.timestamp}
+            self._send(signal, cls(store=self, origin=self.origin, key=change.key,
+                                   metadata=_copy_metadata(change.metadata),
+                                   sequence=change.sequence, **extra))
+
+    def _send(self, signal: Any, event: StoreEvent) -> None:
+        # A failing receiver must not turn a write that happened into one that seems to
+        # have failed, nor keep the other receivers from hearing of it: log and go on.
+        if not signal.receivers:
+            return
+        for receiver in signal.receivers_for(self):
+            try:
+                receiver(self, event=event)
+            except Exception:
+                log.exception("receiver %r of %s raised", receiver, signal.name)
+
+    def dispatch(self, event: StoreEvent) -> None:
+        """Send an event made elsewhere (by a bridge) on this store's signals.
+
+        The event is re-addressed to this store (``event.store``); ``remote`` is kept.
+        """
+        signal = _SIGNAL_OF.get(type(event).__name__)
+        if signal is None:
+            raise ValueError(f"no signal carries {type(event).__name__}")
+        self._send(signal, event.replace(store=self))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+
+_SIGNAL_OF = {
+    "StoreSetEvent": signals.store_set,
+    "StoreUpdateEvent": signals.store_update,
+    "StoreDeleteEvent": signals.store_delete,
+    "StoreProgressStartEvent": signals.progress_start,
+    "StoreProgressStepEvent": signals.progress_step,
+    "StoreProgressEndEvent": signals.progress_end,
+    "StoreTransactionStartEvent": signals.transaction_start,
+    "StoreTransactionEndEvent": signals.transaction_end,
+}
+
+
+def _copy(src: Any, dst: Any, buffer_size: int, progress: _Progress) -> None:
+    buffer_size = max(1, int(buffer_size))
+    while True:
+        chunk = src.read(buffer_size)
+        if not chunk:
+            return
+        dst.write(chunk)
+        progress.advance(len(chunk))

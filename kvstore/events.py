@@ -1,0 +1,216 @@
+"""Event classes carried by the signals in :mod:`kvstore.signals`.
+
+The class names are encore.storage's. Events are frozen dataclasses with a JSON form:
+``event.to_dict()`` gives a JSON-safe dict (without ``store``) and
+``StoreEvent.from_dict(d)`` rebuilds the right subclass, which is how the bridges carry
+events between processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Optional, Type
+
+__all__ = [
+    "StoreEvent",
+    "StoreKeyEvent",
+    "StoreModificationEvent",
+    "StoreSetEvent",
+    "StoreUpdateEvent",
+    "StoreDeleteEvent",
+    "StoreProgressEvent",
+    "StoreProgressStartEvent",
+    "StoreProgressStepEvent",
+    "StoreProgressEndEvent",
+    "StoreTransactionEvent",
+    "StoreTransactionStartEvent",
+    "StoreTransactionEndEvent",
+]
+
+_CLASSES: Dict[str, Type["StoreEvent"]] = {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreEvent:
+    """Base of every store event.
+
+    Attributes
+    ----------
+    store : the local store the event is delivered for (not part of the JSON form).
+    origin : id of the store instance that made the change.
+    timestamp : seconds since the epoch when the change was made.
+    remote : True when the change was made by another store instance or process.
+    """
+
+    store: Any = field(default=None, repr=False, compare=False)
+    origin: str = ""
+    timestamp: float = field(default_factory=time.time)
+    remote: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _CLASSES[cls.__name__] = cls
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return a JSON-safe dict of the event, naming its class under ``"type"``."""
+        d: Dict[str, Any] = {"type": type(self).__name__}
+        for f in dataclasses.fields(self):
+            if f.name != "store":
+                d[f.name] = getattr(self, f.name)
+        return d
+
+    @staticmethod
+    def from_dict(d: Dict[str, Any], store: Any = None) -> "StoreEvent":
+        """Rebuild an event from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            If ``d`` does not describe a known event class with valid fields.
+        """
+        if not isinstance(d, dict):
+            raise ValueError("an event must be a JSON object")
+        cls = _CLASSES.get(d.get("type"))  # type: ignore[arg-type]
+        if cls is None:
+            raise ValueError(f"unknown event type {d.get('type')!r}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"store"}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        try:
+            event = cls(store=store, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"bad fields for {cls.__name__}: {exc}") from None
+        event._check_types()
+        return event
+
+    def _check_types(self) -> None:
+        for f in dataclasses.fields(self):
+            expected = _FIELD_TYPES.get(f.name)
+            value = getattr(self, f.name)
+            if expected is not None and not isinstance(value, expected):
+                raise ValueError(f"field {f.name!r} has the wrong type")
+            if isinstance(value, bool) and f.name not in ("remote",):
+                raise ValueError(f"field {f.name!r} has the wrong type")
+
+    def replace(self, **changes: Any) -> "StoreEvent":
+        """Return a copy of the event with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+# Types a decoded event must respect (numbers may arrive as int or float).
+_FIELD_TYPES: Dict[str, Any] = {
+    "origin": str,
+    "timestamp": (int, float),
+    "key": str,
+    "metadata": dict,
+    "sequence": (int, type(None)),
+    "operation_id": str,
+    "message": str,
+    "steps": int,
+    "step": int,
+    "exit_state": str,
+    "notes": (str, type(None)),
+    "state": str,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreKeyEvent(StoreEvent):
+    """An event about one key.
+
+    Attributes
+    ----------
+    key : the key as the user wrote it.
+    metadata : the key's whole metadata after the change (for a delete, its last metadata).
+    sequence : the change's position in the store's journal, or None.
+    """
+
+    key: str = ""
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    sequence: Optional[int] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreModificationEvent(StoreKeyEvent):
+    """A key was created, written or deleted."""
+
+    action: ClassVar[str] = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreSetEvent(StoreModificationEvent):
+    """A key that did not exist now exists."""
+
+    action: ClassVar[str] = "set"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreUpdateEvent(StoreModificationEvent):
+    """An existing key was written."""
+
+    action: ClassVar[str] = "update"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreDeleteEvent(StoreModificationEvent):
+    """A key was deleted; ``metadata`` is its last metadata."""
+
+    action: ClassVar[str] = "delete"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreProgressEvent(StoreEvent):
+    """Base of the progress events of one streaming operation."""
+
+    operation_id: str = ""
+    key: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreProgressStartEvent(StoreProgressEvent):
+    """A stream operation starts; ``steps`` is the total number of bytes, or -1."""
+
+    steps: int = -1
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreProgressStepEvent(StoreProgressEvent):
+    """``step`` bytes have been moved so far."""
+
+    step: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreProgressEndEvent(StoreProgressEvent):
+    """A stream operation ended: ``exit_state`` is normal, warning, error or exception."""
+
+    exit_state: str = "normal"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreTransactionEvent(StoreEvent):
+    """Base of the transaction events; ``notes`` as given to ``transaction()``."""
+
+    notes: Optional[str] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreTransactionStartEvent(StoreTransactionEvent):
+    """A transaction started."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreTransactionEndEvent(StoreTransactionEvent):
+    """A transaction ended; ``state`` is ``"done"`` or ``"failed"``."""
+
+    state: str = "done"
+
+
+#: Event class for each modification kind.
+MODIFICATION_CLASSES: Dict[str, Type[StoreModificationEvent]] = {
+    "set": StoreSetEvent,
+    "update": StoreUpdateEvent,
+    "delete": StoreDeleteEvent,
+}

@@ -1,0 +1,1 @@
+"""Store backends, one module each; imported lazily by :func:`kvstore.open_store`."""

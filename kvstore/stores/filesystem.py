@@ -1,0 +1,838 @@
+"""FileSystemStore: a directory of ``<key>.data`` + ``<key>.metadata`` files (encore's layout).
+
+How a commit works
+------------------
+Data and metadata are first written to temporary files in ``.kvstore/tmp`` (outside any
+lock, so readers never wait for a stream). Then, holding the store's exclusive lock
+(``flock`` on ``.kvstore/lock``, plus a thread mutex), one SQLite transaction in
+``.kvstore/index.sqlite`` (WAL mode) records, together:
+
+* the index rows (``keys``: metadata per key; ``meta``: one row per top-level name with its
+  canonical JSON value, for indexed queries),
+* the change journal row(s) with their sequence numbers,
+* the list of file renames/unlinks that realise the change (``pending``).
+
+That COMMIT is the commit point. The renames are then applied, still under the lock. If the
+process dies before they are all done, the next writer (or the next ``connect``) finds the
+``pending`` rows and replays them: every operation is idempotent because temporary names
+are never reused. So a key is always its complete old pair or its complete new pair.
+
+Readers take the lock *shared* only while they open the data file and read the metadata
+file; the open descriptor keeps the data of that moment, so a :class:`Value` is a
+consistent snapshot however long it is read.
+
+The files stay the source of truth: ``reindex()`` rebuilds the index from them, and an
+encore-era directory (no index yet) is indexed when first connected.
+
+Local filesystems only: NFS does not give ``flock`` and ``rename`` the guarantees relied on.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import itertools
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from .._keys import (
+    DATA_SUFFIX,
+    METADATA_SUFFIX,
+    canonical,
+    key_to_relpath,
+    matches,
+    relpath_to_key,
+    split_suffix,
+)
+from ..base import AbstractStore, Change, ProgressReader, Value
+from ..errors import StoreError
+
+__all__ = ["FileSystemStore", "init_shared_store", "JournalEntry"]
+
+log = logging.getLogger("kvstore.filesystem")
+
+INTERNAL_DIR = ".kvstore"
+_SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS keys(
+    key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL);
+CREATE TABLE IF NOT EXISTS meta(
+    name TEXT NOT NULL, value TEXT NOT NULL, key TEXT NOT NULL,
+    PRIMARY KEY(name, value, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS meta_by_key ON meta(key);
+CREATE TABLE IF NOT EXISTS journal(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, kind TEXT NOT NULL,
+    metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, op TEXT, a TEXT, b TEXT, commit_id TEXT);
+"""
+_JOURNAL_KEEP = 100_000
+_JOURNAL_TRIM_EVERY = 1_000
+
+
+def init_shared_store(path: str, magic_fname: str = ".FSStore") -> None:
+    """Create the magic file that marks ``path`` as a store (encore.storage's initialiser)."""
+    with open(os.path.join(path, magic_fname), "wb") as f:
+        f.write(b"__version__ = 0\n")
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One row of the change journal."""
+
+    sequence: int
+    key: str
+    kind: str
+    metadata: Dict[str, Any]
+    origin: str
+    timestamp: float
+
+
+# A staged write: kind "write" or "delete"; data_tmp / meta_tmp are temporary files
+# written before the commit; metadata replaces, update merges.
+@dataclass
+class _Op:
+    kind: str
+    key: str
+    rel: str
+    data_tmp: Optional[str] = None
+    meta_tmp: Optional[str] = None
+    metadata: Optional[Dict[str, Any]] = None
+    update: Optional[Dict[str, Any]] = None
+
+
+@dataclass
+class _Staging:
+    ops: List[_Op] = field(default_factory=list)
+    # key -> (data path, metadata) as this transaction sees it; None when deleted
+    view: Dict[str, Optional[Tuple[str, Dict[str, Any]]]] = field(default_factory=dict)
+
+
+class _Fd:
+    """An open file descriptor shared by a Value and its streams; closed when all are gone."""
+
+    __slots__ = ("fd", "__weakref__")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        weakref.finalize(self, os.close, fd)
+
+
+class _RangeReader(io.RawIOBase):
+    """Reads ``[start, end)`` of a shared descriptor with pread: independent positions."""
+
+    def __init__(self, fd: _Fd, start: int, end: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._start = start
+        self._pos = start
+        self._end = end
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos - self._start
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: self._start, 1: self._pos, 2: self._end}[whence]
+        self._pos = max(self._start, base + offset)
+        return self._pos - self._start
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._end - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd.fd, n, self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read of closed file")
+        n = self._end - self._pos if size is None or size < 0 else min(size, self._end - self._pos)
+        if n <= 0:
+            return b""
+        data = os.pread(self._fd.fd, n, self._pos)
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+
+def _fd_value(fd: int, size: int, metadata: Dict[str, Any], created: float, modified: float) -> Value:
+    holder = _Fd(fd)
+    return Value(size=size, metadata=metadata, created=created, modified=modified,
+                 opener=lambda start, end: io.BufferedReader(_RangeReader(holder, start, end), 1 << 16))
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    with open(path, "rb") as f:
+        return json.loads(f.read() or b"{}")
+
+
+class FileSystemStore(AbstractStore):
+    """A store in a local directory, shared safely by threads and processes.
+
+    Parameters
+    ----------
+    path : the store's directory.
+    create : make the directory and its magic file if missing (else StoreError).
+    magic_fname : the file that marks the directory as a store (encore's ``.FSStore``).
+    name : optional name shown by ``info()``.
+    durable : fsync files and directories so a commit survives a power cut (slower).
+
+    Raises
+    ------
+    StoreError : ``path`` is not a store and ``create`` is false.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", *, create: bool = False,
+                 magic_fname: str = ".FSStore", name: Optional[str] = None,
+                 durable: bool = False) -> None:
+        super().__init__(name=name)
+        self.path = os.path.abspath(os.fspath(path))
+        self.magic_fname = magic_fname
+        self.durable = bool(durable)
+        magic = os.path.join(self.path, magic_fname)
+        if create:
+            os.makedirs(self.path, exist_ok=True)
+            if not os.path.exists(magic):
+                init_shared_store(self.path, magic_fname)
+        if not os.path.isdir(self.path):
+            raise StoreError(f"no store at {self.path}: the directory does not exist "
+                             f"(use create=True to make one)")
+        if not os.path.exists(magic):
+            raise StoreError(f"{self.path} is not a store: it has no {magic_fname} file "
+                             f"(use create=True to make one)")
+        self._internal = os.path.join(self.path, INTERNAL_DIR)
+        self._tmpdir = os.path.join(self._internal, "tmp")
+        self._mutex = threading.RLock()
+        self._lock_fd = -1
+        self._pid = 0
+        self._conns: Dict[int, sqlite3.Connection] = {}
+        self._counter = itertools.count()
+        self._commits = 0
+        self._schema_ready = False
+        # id of the last commit whose file operations this instance applied itself, so
+        # that it does not replay them (see _replay_pending)
+        self._applied: Optional[str] = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _connect(self, credentials: Any) -> None:
+        try:
+            os.makedirs(self._tmpdir, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot prepare {self._internal}: {exc}") from exc
+        self._open_lock()
+        with self._exclusive() as conn:
+            self._clean_tmp()
+            row = conn.execute("SELECT value FROM settings WHERE name='indexed'").fetchone()
+            needs_index = row is None
+        if needs_index:
+            self._reindex()
+
+    def _disconnect(self) -> None:
+        with self._mutex:
+            for conn in self._conns.values():
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    def _info(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"path": self.path, "durable": self.durable}
+        if self._connected:
+            conn = self._conn()
+            d["keys"] = conn.execute("SELECT count(*) FROM keys").fetchone()[0]
+            d["sequence"] = self.last_sequence()
+        return d
+
+    def _open_lock(self) -> None:
+        with self._mutex:
+            if self._lock_fd >= 0 and self._pid == os.getpid():
+                return
+            # After a fork the inherited descriptor shares its lock with the parent:
+            # take a fresh one, and fresh SQLite connections.
+            self._conns = {}
+            self._lock_fd = os.open(os.path.join(self._internal, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            self._pid = os.getpid()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._open_lock()
+        ident = threading.get_ident()
+        conn = self._conns.get(ident)
+        if conn is None:
+            conn = sqlite3.connect(os.path.join(self._internal, "index.sqlite"), timeout=60,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            with self._mutex:
+                if not self._schema_ready:
+                    conn.executescript(_SCHEMA)
+                    self._schema_ready = True
+                self._conns[ident] = conn
+        return conn
+
+    @contextmanager
+    def _shared(self) -> Iterator[None]:
+        """Hold the store lock shared: no commit is half-applied while held."""
+        with self._mutex:
+            if self._pid != os.getpid():
+                self._open_lock()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[sqlite3.Connection]:
+        """Hold the store lock exclusively, with every earlier commit fully applied."""
+        with self._mutex:
+            conn = self._conn()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                self._replay_pending(conn)
+                yield conn
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------ paths
+
+    def _paths(self, rel: str) -> Tuple[str, str]:
+        base = os.path.join(self.path, rel)
+        return base + DATA_SUFFIX, base + METADATA_SUFFIX
+
+    def _tmp(self, suffix: str) -> str:
+        return os.path.join(self._tmpdir, f"{os.getpid()}-{next(self._counter)}-{uuid.uuid4().hex[:8]}{suffix}")
+
+    def _write_tmp(self, data: bytes) -> str:
+        path = self._tmp(".part")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if self.durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
+        return path
+
+    def _stage_stream(self, source: ProgressReader) -> str:
+        path = self._tmp(".part")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            size = source.buffer_size
+            while True:
+                chunk = source.read(size)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            if self.durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
+        return path
+
+    # ------------------------------------------------------------ reads
+
+    def _current(self, key: str, rel: str) -> Optional[Tuple[str, Dict[str, Any]]]:
+        """(data path, metadata) of ``key`` as this thread sees it, or None."""
+        staging = self._tx_state()
+        if staging is not None and key in staging.view:
+            return staging.view[key]
+        data_path, meta_path = self._paths(rel)
+        try:
+            metadata = _read_json(meta_path)
+        except FileNotFoundError:
+            if not os.path.exists(data_path):
+                return None
+            metadata = {}
+        return data_path, metadata
+
+    def _get(self, key: str) -> Value:
+        rel = key_to_relpath(key)
+        staging = self._tx_state()
+        if staging is not None and key in staging.view:
+            current = staging.view[key]
+            if current is None:
+                raise KeyError(key)
+            fd = os.open(current[0], os.O_RDONLY)
+            st = os.fstat(fd)
+            return _fd_value(fd, st.st_size, current[1], st.st_mtime, st.st_mtime)
+        data_path, meta_path = self._paths(rel)
+        with self._shared():
+            try:
+                fd = os.open(data_path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise KeyError(key) from None
+            except NotADirectoryError:
+                raise KeyError(key) from None
+            try:
+                with open(meta_path, "rb") as f:
+                    raw = f.read()
+                    mtime = os.fstat(f.fileno()).st_mtime
+            except FileNotFoundError:
+                raw, mtime = b"{}", 0.0
+            except BaseException:
+                os.close(fd)
+                raise
+        st = os.fstat(fd)
+        try:
+            metadata = json.loads(raw or b"{}")
+        except ValueError as exc:
+            os.close(fd)
+            raise StoreError(f"the metadata of {key!r} is not valid JSON: {exc}") from exc
+        modified = max(st.st_mtime, mtime)
+        row = self._conn().execute("SELECT created FROM keys WHERE key=?", (key,)).fetchone()
+        created = row[0] if row and row[0] is not None else modified
+        return _fd_value(fd, st.st_size, metadata, min(created, modified), modified)
+
+    def _get_metadata(self, key: str) -> Dict[str, Any]:
+        rel = key_to_relpath(key)
+        staging = self._tx_state()
+        if staging is None:
+            with self._shared():
+                current = self._current(key, rel)
+        else:
+            current = self._current(key, rel)
+        if current is None:
+            raise KeyError(key)
+        return json.loads(json.dumps(current[1])) if staging is not None else current[1]
+
+    def _exists(self, key: str) -> bool:
+        staging = self._tx_state()
+        if staging is not None and key in staging.view:
+            return staging.view[key] is not None
+        return os.path.exists(self._paths(key_to_relpath(key))[0])
+
+    # ------------------------------------------------------------ writes
+
+    def _write(self, key: str, source: Optional[ProgressReader], metadata: Optional[Dict[str, Any]],
+               update: Optional[Dict[str, Any]]) -> List[Change]:
+        op = _Op("write", key, key_to_relpath(key), metadata=metadata, update=update)
+        try:
+            if source is not None:
+                op.data_tmp = self._stage_stream(source)
+            if metadata is not None:
+                op.meta_tmp = self._write_tmp(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
+            return self._submit(op)
+        except BaseException:
+            _unlink(op.data_tmp)
+            _unlink(op.meta_tmp)
+            raise
+
+    def _delete(self, key: str) -> List[Change]:
+        return self._submit(_Op("delete", key, key_to_relpath(key)))
+
+    def _submit(self, op: _Op) -> List[Change]:
+        staging = self._tx_state()
+        if staging is None:
+            return self._commit_ops([op])
+        # Inside a transaction: check the write against this transaction's view, record
+        # it, and show it to this thread's reads; nothing is visible to others yet.
+        current = self._current(op.key, op.rel)
+        if op.kind == "delete":
+            if current is None:
+                raise KeyError(op.key)
+            staging.view[op.key] = None
+        else:
+            if op.update is not None:
+                if current is None:
+                    raise KeyError(op.key)
+                new_md = {**current[1], **op.update}
+            elif op.metadata is not None:
+                new_md = op.metadata
+            else:
+                new_md = current[1] if current is not None else {}
+            if op.data_tmp is not None:
+                data_path = op.data_tmp
+            elif current is not None:
+                data_path = current[0]
+            else:
+                data_path = op.data_tmp = self._write_tmp(b"")
+            staging.view[op.key] = (data_path, new_md)
+        staging.ops.append(op)
+        return []
+
+    def _commit_ops(self, ops: List[_Op]) -> List[Change]:
+        """Apply ``ops`` as one commit (see the module docstring). All or nothing."""
+        created_tmps: List[str] = []
+        try:
+            with self._exclusive() as conn:
+                now = time.time()
+                files: List[Tuple[str, str, Optional[str]]] = []  # (op, a, b)
+                view: Dict[str, Optional[Dict[str, Any]]] = {}
+                records = []
+                for op in ops:
+                    data_path, meta_path = self._paths(op.rel)
+                    if op.key in view:
+                        current = view[op.key]
+                    else:
+                        current = self._current_on_disk(op.rel)
+                    if op.kind == "delete":
+                        if current is None:
+                            raise KeyError(op.key)
+                        files.append(("unlink", data_path, None))
+                        files.append(("unlink", meta_path, None))
+                        view[op.key] = None
+                        records.append(("delete", op.key, current))
+                        continue
+                    if op.update is not None:
+                        if current is None:
+                            raise KeyError(op.key)
+                        metadata = {**current, **op.update}
+                    elif op.metadata is not None:
+                        metadata = op.metadata
+                    else:
+                        metadata = current if current is not None else {}
+                    meta_tmp = op.meta_tmp
+                    if meta_tmp is None and (op.update is not None or current is None):
+                        meta_tmp = self._write_tmp(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
+                        created_tmps.append(meta_tmp)
+                    data_tmp = op.data_tmp
+                    if data_tmp is None and current is None:
+                        data_tmp = self._write_tmp(b"")
+                        created_tmps.append(data_tmp)
+                    if data_tmp is not None:
+                        files.append(("rename", data_tmp, data_path))
+                    if meta_tmp is not None:
+                        files.append(("rename", meta_tmp, meta_path))
+                    view[op.key] = metadata
+                    records.append(("update" if current is not None else "set", op.key, metadata))
+                commit_id = uuid.uuid4().hex
+                changes = self._record(conn, records, files, now, commit_id)
+                # The commit point has passed: make the files match it. The pending rows
+                # stay until the next commit deletes them in its own transaction.
+                self._apply_files(files)
+                self._applied = commit_id
+            return changes
+        except BaseException:
+            for path in created_tmps:
+                _unlink(path)
+            raise
+
+    def _current_on_disk(self, rel: str) -> Optional[Dict[str, Any]]:
+        data_path, meta_path = self._paths(rel)
+        if not os.path.exists(data_path):
+            return None
+        try:
+            return _read_json(meta_path)
+        except FileNotFoundError:
+            return {}
+
+    def _record(self, conn: sqlite3.Connection, records: List[Tuple[str, str, Dict[str, Any]]],
+                files: List[Tuple[str, str, Optional[str]]], now: float, commit_id: str) -> List[Change]:
+        """One SQLite transaction: index rows, journal rows and the pending file operations."""
+        changes = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM pending")  # the previous commit's, applied by now
+            for kind, key, metadata in records:
+                text = json.dumps(metadata, ensure_ascii=False)
+                cur = conn.execute(
+                    "INSERT INTO journal(key, kind, metadata, origin, timestamp) VALUES (?,?,?,?,?)",
+                    (key, kind, text, self.origin, now))
+                changes.append(Change(kind, key, metadata, cur.lastrowid, now))
+                conn.execute("DELETE FROM meta WHERE key=?", (key,))
+                if kind == "delete":
+                    conn.execute("DELETE FROM keys WHERE key=?", (key,))
+                    continue
+                conn.execute(
+                    "INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?) "
+                    "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, modified=excluded.modified",
+                    (key, text, now, now))
+                conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
+                                 [(n, canonical(v), key) for n, v in metadata.items()])
+            conn.executemany("INSERT INTO pending(op, a, b, commit_id) VALUES (?,?,?,?)",
+                             [(op, a, b, commit_id) for op, a, b in files])
+            self._commits += 1
+            if changes and self._commits % _JOURNAL_TRIM_EVERY == 0:
+                self._trim_journal(conn, changes[-1].sequence or 0)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return changes
+
+    def _trim_journal(self, conn: sqlite3.Connection, last: int) -> None:
+        floor = last - _JOURNAL_KEEP
+        if floor > 0:
+            conn.execute("DELETE FROM journal WHERE seq <= ?", (floor,))
+            conn.execute("INSERT INTO settings(name, value) VALUES ('journal_floor', ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value=excluded.value "
+                         "WHERE CAST(excluded.value AS INTEGER) > CAST(settings.value AS INTEGER)",
+                         (str(floor),))
+
+    def _apply_files(self, files: Iterable[Tuple[str, str, Optional[str]]]) -> None:
+        dirs = set()
+        for op, a, b in files:
+            if op == "rename":
+                assert b is not None
+                try:
+                    os.replace(a, b)
+                except FileNotFoundError:
+                    if os.path.exists(a):  # the target's directory is missing
+                        os.makedirs(os.path.dirname(b), exist_ok=True)
+                        os.replace(a, b)
+                    # else: already applied by an earlier replay
+                dirs.add(os.path.dirname(b))
+            else:
+                try:
+                    os.unlink(a)
+                except FileNotFoundError:
+                    pass
+                self._prune_dirs(os.path.dirname(a))
+        if self.durable:
+            dirs.add(self._tmpdir)
+            for d in dirs:
+                _fsync_dir(d)
+
+    def _prune_dirs(self, directory: str) -> None:
+        # Remove directories left empty by a delete, up to (not including) the root.
+        while len(directory) > len(self.path) and directory.startswith(self.path + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    def _replay_pending(self, conn: sqlite3.Connection) -> None:
+        # The rows of the last commit stay until the next one; unless this instance applied
+        # them itself, its writer may have died half-way: apply them again (idempotent).
+        rows = conn.execute("SELECT op, a, b, commit_id FROM pending ORDER BY id").fetchall()
+        if rows and rows[-1][3] != self._applied:
+            log.info("finishing the file operations of commit %s in %s", rows[-1][3], self.path)
+            self._apply_files([r[:3] for r in rows])
+            self._applied = rows[-1][3]
+
+    def _clean_tmp(self) -> None:
+        """Remove temporary files left by processes that died before committing."""
+        for name in os.listdir(self._tmpdir):
+            pid_text = name.split("-", 1)[0]
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+                _unlink(os.path.join(self._tmpdir, name))
+
+    # ------------------------------------------------------------ transactions
+
+    def _begin(self) -> _Staging:
+        return _Staging()
+
+    def _commit(self, staging: _Staging) -> List[Change]:
+        if not staging.ops:
+            return []
+        return self._commit_ops(staging.ops)
+
+    def _rollback(self, staging: _Staging) -> None:
+        for op in staging.ops:
+            _unlink(op.data_tmp)
+            _unlink(op.meta_tmp)
+
+    # ------------------------------------------------------------ queries
+
+    def _iter_keys(self, prefix: str) -> Iterable[str]:
+        conn = self._conn()
+        if prefix:
+            rows = conn.execute("SELECT key FROM keys WHERE key >= ? AND key < ? ORDER BY key",
+                                (prefix, _prefix_end(prefix)))
+        else:
+            rows = conn.execute("SELECT key FROM keys ORDER BY key")
+        keys = [r[0] for r in rows]
+        staging = self._tx_state()
+        if staging is None or not staging.view:
+            return keys
+        result = set(keys)
+        for key, entry in staging.view.items():
+            if key.startswith(prefix):
+                (result.add if entry is not None else result.discard)(key)
+        return sorted(result)
+
+    def _query(self, criteria: Dict[str, str]) -> Iterable[Tuple[str, Dict[str, Any]]]:
+        conn = self._conn()
+        sql = "SELECT k.key, k.metadata FROM keys k"
+        params: List[str] = []
+        clauses = []
+        for name, text in criteria.items():
+            clauses.append("EXISTS (SELECT 1 FROM meta m WHERE m.name=? AND m.value=? AND m.key=k.key)")
+            params += [name, text]
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        rows = conn.execute(sql + " ORDER BY k.key", params).fetchall()
+        staging = self._tx_state()
+        out = []
+        for key, text in rows:
+            if staging is not None and key in staging.view:
+                continue
+            metadata = json.loads(text)
+            if matches(metadata, criteria):
+                out.append((key, metadata))
+        if staging is not None:
+            for key, entry in staging.view.items():
+                if entry is not None and matches(entry[1], criteria):
+                    out.append((key, json.loads(json.dumps(entry[1]))))
+            out.sort()
+        return out
+
+    def _query_keys(self, criteria: Dict[str, str]) -> Iterable[str]:
+        if self._tx_state() is not None or not criteria:
+            return [k for k, _ in self._query(criteria)]
+        conn = self._conn()
+        first, *rest = criteria.items()
+        sql = "SELECT m.key FROM meta m WHERE m.name=? AND m.value=?"
+        params = list(first)
+        for name, text in rest:
+            sql += " AND EXISTS (SELECT 1 FROM meta x WHERE x.name=? AND x.value=? AND x.key=m.key)"
+            params += [name, text]
+        return [r[0] for r in conn.execute(sql + " ORDER BY m.key", params)]
+
+    # ------------------------------------------------------------ index and journal
+
+    def reindex(self) -> int:
+        """Rebuild the index from the files (the source of truth); return the number of keys.
+
+        Files whose names are not a key's canonical name (see the README's layout) are
+        skipped with a warning. The change journal is kept.
+        """
+        self._ready()
+        return self._reindex()
+
+    def _reindex(self) -> int:
+        with self._exclusive() as conn:
+            rows = list(self._scan())
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM keys")
+                conn.execute("DELETE FROM meta")
+                for key, metadata, created, modified in rows:
+                    conn.execute("INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?)",
+                                 (key, json.dumps(metadata, ensure_ascii=False), created, modified))
+                    conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
+                                     [(n, canonical(v), key) for n, v in metadata.items()])
+                conn.execute("INSERT INTO settings(name, value) VALUES ('indexed', ?) "
+                             "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (_SCHEMA_VERSION,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def _scan(self) -> Iterator[Tuple[str, Dict[str, Any], float, float]]:
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            if dirpath == self.path:
+                dirnames[:] = [d for d in dirnames if d != INTERNAL_DIR]
+            for name in filenames:
+                stem, suffix = split_suffix(name)
+                if suffix != DATA_SUFFIX:
+                    continue
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(os.path.join(dirpath, stem), self.path).replace(os.sep, "/")
+                key = relpath_to_key(rel)
+                if key is None:
+                    log.warning("skipping %s: not the file name of a key", full)
+                    continue
+                try:
+                    metadata = _read_json(full[: -len(DATA_SUFFIX)] + METADATA_SUFFIX)
+                except FileNotFoundError:
+                    metadata = {}
+                except ValueError:
+                    log.warning("%s has invalid JSON metadata; indexing it as {}", full)
+                    metadata = {}
+                if not isinstance(metadata, dict):
+                    metadata = {}
+                st = os.stat(full)
+                yield key, metadata, st.st_mtime, st.st_mtime
+
+    def last_sequence(self) -> int:
+        """The sequence number of the newest change in the journal (0 when none)."""
+        self._ready()
+        row = self._conn().execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
+        return int(row[0]) if row else 0
+
+    def journal_floor(self) -> int:
+        """Changes with a sequence at or below this number are no longer in the journal."""
+        self._ready()
+        row = self._conn().execute("SELECT value FROM settings WHERE name='journal_floor'").fetchone()
+        return int(row[0]) if row else 0
+
+    def changes_since(self, sequence: int, limit: int = 1000) -> List[JournalEntry]:
+        """Journal entries with a sequence greater than ``sequence``, oldest first."""
+        self._ready()
+        rows = self._conn().execute(
+            "SELECT seq, key, kind, metadata, origin, timestamp FROM journal WHERE seq > ? "
+            "ORDER BY seq LIMIT ?", (int(sequence), int(limit))).fetchall()
+        return [JournalEntry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+
+def _prefix_end(prefix: str) -> str:
+    """The smallest string greater than every string that starts with ``prefix``."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:
+                nxt = 0xE000
+            return prefix[:-1] + chr(nxt)
+        prefix = prefix[:-1]
+    return "\U0010ffff" * 256
+
+
+def _unlink(path: Optional[str]) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError as exc:
+        return exc.errno != errno.ESRCH
+    return True

@@ -1,0 +1,155 @@
+"""MemoryStore: a thread-safe store held in a dict, for tests, caches and examples."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from ..base import AbstractStore, Change, ProgressReader, Value
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    data: bytes
+    metadata: Dict[str, Any]  # private: only copies leave the store
+    created: float
+    modified: float
+
+    def value(self) -> Value:
+        return Value.from_bytes(self.data, self.metadata, self.created, self.modified)
+
+
+# One write, as recorded in a transaction and replayed at commit:
+# (kind, key, data, metadata, update) with kind "write" or "delete".
+_Op = Tuple[str, str, Optional[bytes], Optional[Dict[str, Any]], Optional[Dict[str, Any]]]
+
+
+@dataclass
+class _Staging:
+    ops: List[_Op] = field(default_factory=list)
+    view: Dict[str, Optional[_Entry]] = field(default_factory=dict)  # None: deleted
+
+
+def _compute(current: Optional[_Entry], op: _Op) -> Tuple[Optional[_Entry], Change]:
+    """The entry after ``op`` and the change it makes; KeyError when ``op`` needs the key."""
+    kind, key, data, metadata, update = op
+    if kind == "delete":
+        if current is None:
+            raise KeyError(key)
+        return None, Change("delete", key, current.metadata)
+    if update is not None:
+        if current is None:
+            raise KeyError(key)
+        metadata = {**current.metadata, **update}
+    elif metadata is None:
+        metadata = current.metadata if current is not None else {}
+    if data is None:
+        data = current.data if current is not None else b""
+    now = time.time()
+    created = current.created if current is not None else now
+    change = Change("update" if current is not None else "set", key, metadata, timestamp=now)
+    return _Entry(data, metadata, created, now), change
+
+
+class MemoryStore(AbstractStore):
+    """A store in this process's memory. Thread-safe; transactions roll back.
+
+    Parameters
+    ----------
+    name : optional name, shown by ``info()``.
+    """
+
+    def __init__(self, *, name: Optional[str] = None) -> None:
+        super().__init__(name=name)
+        self._lock = threading.RLock()
+        self._entries: Dict[str, _Entry] = {}
+
+    def _info(self) -> Dict[str, Any]:
+        with self._lock:
+            return {"keys": len(self._entries)}
+
+    def _current(self, key: str) -> Optional[_Entry]:
+        staging = self._tx_state()
+        if staging is not None and key in staging.view:
+            return staging.view[key]
+        return self._entries.get(key)
+
+    def _get(self, key: str) -> Value:
+        with self._lock:
+            entry = self._current(key)
+        if entry is None:
+            raise KeyError(key)
+        return entry.value()
+
+    def _get_metadata(self, key: str) -> Dict[str, Any]:
+        return self._get(key).metadata
+
+    def _exists(self, key: str) -> bool:
+        with self._lock:
+            return self._current(key) is not None
+
+    def _write(self, key: str, source: Optional[ProgressReader], metadata: Optional[Dict[str, Any]],
+               update: Optional[Dict[str, Any]]) -> List[Change]:
+        data = None
+        if source is not None:
+            chunks = []
+            while True:
+                chunk = source.read(source.buffer_size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return self._do(("write", key, data, metadata, update))
+
+    def _delete(self, key: str) -> List[Change]:
+        return self._do(("delete", key, None, None, None))
+
+    def _do(self, op: _Op) -> List[Change]:
+        key = op[1]
+        with self._lock:
+            staging = self._tx_state()
+            entry, change = _compute(self._current(key), op)
+            if staging is not None:
+                staging.view[key] = entry
+                staging.ops.append(op)
+                return []
+            if entry is None:
+                del self._entries[key]
+            else:
+                self._entries[key] = entry
+            return [change]
+
+    def _iter_keys(self, prefix: str) -> Iterable[str]:
+        with self._lock:
+            keys = {k for k in self._entries if k.startswith(prefix)}
+            staging = self._tx_state()
+            if staging is not None:
+                for k, entry in staging.view.items():
+                    if k.startswith(prefix):
+                        (keys.add if entry is not None else keys.discard)(k)
+        return sorted(keys)
+
+    def _begin(self) -> _Staging:
+        return _Staging()
+
+    def _commit(self, staging: _Staging) -> List[Change]:
+        # Replay against the latest state so that updates merge with what other threads
+        # wrote meanwhile; all or nothing.
+        with self._lock:
+            view: Dict[str, Optional[_Entry]] = {}
+            changes = []
+            for op in staging.ops:
+                key = op[1]
+                current = view[key] if key in view else self._entries.get(key)
+                view[key], change = _compute(current, op)
+                changes.append(change)
+            for key, entry in view.items():
+                if entry is None:
+                    self._entries.pop(key, None)
+                else:
+                    self._entries[key] = entry
+            return changes
