@@ -276,6 +276,8 @@ def _as_stream(data: Any) -> Any:
     return data
 
 
+_NO_KEY = object()
+
 ValueLike = Union[Value, Tuple[Any, Mapping[str, Any]]]
 
 
@@ -398,8 +400,8 @@ class AbstractStore(ABC):
     def __exit__(self, *exc: Any) -> None:
         self.disconnect()
 
-    def _ready(self, key: Any = None) -> None:
-        if key is not None:
+    def _ready(self, key: Any = _NO_KEY) -> None:
+        if key is not _NO_KEY:
             check_key(key)
         if not self._connected:
             raise NotConnectedError(f"{type(self).__name__} is not connected: call connect() first")
