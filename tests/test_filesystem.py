@@ -26,3 +26,167 @@ class TestDurableFileSystemStore(TestFileSystemStore):
     def store(self, tmp_path):
         with kvstore.FileSystemStore(tmp_path / "store", create=True, durable=True) as store:
             yield store
+
+
+@pytest.fixture
+def fs(tmp_path):
+    with kvstore.FileSystemStore(tmp_path / "store", create=True) as store:
+        yield store
+
+
+def _files_under(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs_ in os.walk(root) for f in fs_)
+
+
+def test_open_requires_a_store(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        kvstore.FileSystemStore(tmp_path / "missing")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(StoreError, match="FSStore"):
+        kvstore.FileSystemStore(tmp_path / "plain")
+    kvstore.init_shared_store(str(tmp_path / "plain"))
+    with kvstore.FileSystemStore(tmp_path / "plain") as store:
+        assert list(store.glob("*")) == []
+
+
+def test_open_store_file_urls(tmp_path, monkeypatch):
+    store = kvstore.open_store(f"file://{tmp_path}/abs")
+    assert isinstance(store, kvstore.FileSystemStore) and store.is_connected()
+    assert store.path == str(tmp_path / "abs")
+    store.disconnect()
+    monkeypatch.chdir(tmp_path)
+    store = kvstore.open_store("file:rel/path")
+    assert store.path == str(tmp_path / "rel" / "path")
+    store.disconnect()
+    with pytest.raises(ValueError, match="scheme"):
+        kvstore.open_store("bogus://x")
+
+
+def test_layout_is_encores(fs):
+    fs.set("plain", (io.BytesIO(b"data"), {"a": 1}))
+    fs.set("dir/sub/key.txt", (io.BytesIO(b"nested"), {}))
+    assert (open(os.path.join(fs.path, "plain.data"), "rb").read()) == b"data"
+    assert open(os.path.join(fs.path, "plain.metadata"), "rb").read() == b'{"a": 1}'
+    assert os.path.exists(os.path.join(fs.path, "dir", "sub", "key.txt.data"))
+    assert os.path.exists(os.path.join(fs.path, ".FSStore"))
+
+
+def test_odd_keys_stay_inside_the_root(tmp_path):
+    root = tmp_path / "inner" / "store"
+    with kvstore.FileSystemStore(root, create=True) as store:
+        for key in kvstore.testing.ODD_KEYS:
+            store.set(key, (io.BytesIO(b"x"), {}))
+        files = _files_under(tmp_path)
+        assert all(f.startswith(os.path.join("inner", "store") + os.sep) for f in files), files
+        user_files = [f for f in _files_under(root) if not f.startswith(".kvstore") and f != ".FSStore"]
+        # one .data and one .metadata per key, nothing else, and no name too long
+        assert len(user_files) == 2 * len(ODD_KEYS)
+        assert all(len(part.encode()) <= 255 for f in user_files for part in f.split(os.sep))
+        for key in ODD_KEYS:
+            store.delete(key)
+        assert [f for f in _files_under(root) if not f.startswith(".kvstore")] == [".FSStore"]
+        # directories made for nested keys are removed with them
+        assert sorted(os.listdir(root)) == [".FSStore", ".kvstore"]
+
+
+def test_reads_an_encore_directory(tmp_path):
+    from encore.storage.filesystem_store import FileSystemStore as EncoreStore
+    from encore.storage.filesystem_store import init_shared_store
+
+    root = tmp_path / "encore"
+    root.mkdir()
+    init_shared_store(str(root))
+    old = EncoreStore(str(root))
+    old.connect()
+    for i in range(20):
+        old.set(f"item{i}", (io.BytesIO(f"payload {i}".encode()), {"i": i, "kind": "odd" if i % 2 else "even"}))
+    old.set("caf\u00e9 menu", (io.BytesIO(b"unicode"), {"lang": "fr"}))
+
+    with kvstore.FileSystemStore(root) as store:  # indexed on first connect
+        assert store.get_data("item3").read() == b"payload 3"
+        assert store.get_metadata("item3") == {"i": 3, "kind": "odd"}
+        assert sorted(store.query_keys(kind="even")) == sorted(f"item{i}" for i in range(0, 20, 2))
+        assert len(list(store.glob("item*"))) == 20
+        assert store.info()["keys"] >= 20
+        # what kvstore writes, encore reads
+        store.set("from_kvstore", (io.BytesIO(b"new"), {"by": "kvstore"}))
+    assert old.get_data("from_kvstore").read() == b"new"
+    assert old.get_metadata("from_kvstore") == {"by": "kvstore"}
+
+
+def test_reindex_rebuilds_from_files(fs):
+    for i in range(10):
+        fs.set(f"k{i}", (io.BytesIO(b"x"), {"i": i}))
+    # change a metadata file behind the store's back: the files are the truth
+    with open(os.path.join(fs.path, "k3.metadata"), "w") as f:
+        f.write('{"i": 300}')
+    assert list(fs.query_keys(i=300)) == []
+    assert fs.reindex() == 10
+    assert list(fs.query_keys(i=300)) == ["k3"]
+    # a lost index is rebuilt on the next connect
+    fs.disconnect()
+    for name in os.listdir(os.path.join(fs.path, ".kvstore")):
+        if name.startswith("index.sqlite"):
+            os.unlink(os.path.join(fs.path, ".kvstore", name))
+    fs.connect()
+    assert sorted(fs.query_keys(i=5)) == ["k5"]
+    assert len(list(fs.glob("k*"))) == 10
+
+
+def test_journal_sequences(fs, tmp_path):
+    fs.set("a", (io.BytesIO(b""), {"n": 1}))
+    fs.update_metadata("a", {"n": 2})
+    fs.delete("a")
+    entries = fs.changes_since(0)
+    assert [(e.kind, e.key, e.metadata) for e in entries] == [
+        ("set", "a", {"n": 1}), ("update", "a", {"n": 2}), ("delete", "a", {"n": 2})]
+    assert [e.sequence for e in entries] == [1, 2, 3]
+    assert all(e.origin == fs.origin for e in entries)
+    assert fs.last_sequence() == 3
+    assert [e.sequence for e in fs.changes_since(2)] == [3]
+    # a second instance continues the same sequence
+    with kvstore.FileSystemStore(fs.path) as other:
+        other.set("b", (io.BytesIO(b""), {}))
+        assert other.changes_since(3)[0].origin == other.origin
+    assert fs.last_sequence() == 4
+
+
+def test_journal_trimming_sets_a_floor(fs, monkeypatch):
+    from kvstore.stores import filesystem
+
+    monkeypatch.setattr(filesystem, "_JOURNAL_KEEP", 10)
+    monkeypatch.setattr(filesystem, "_JOURNAL_TRIM_EVERY", 5)
+    for i in range(40):
+        fs.set_metadata("k", {"i": i})
+    floor = fs.journal_floor()
+    assert floor > 0
+    entries = fs.changes_since(0)
+    assert entries[0].sequence == floor + 1
+    assert entries[-1].sequence == fs.last_sequence() == 40
+
+
+def test_stale_temporary_files_are_removed_on_connect(fs):
+    tmpdir = os.path.join(fs.path, ".kvstore", "tmp")
+    dead = os.path.join(tmpdir, "999999999-1-deadbeef.part")
+    mine = os.path.join(tmpdir, f"{os.getpid()}-1-cafe.part")
+    open(dead, "wb").close()
+    open(mine, "wb").close()
+    with kvstore.FileSystemStore(fs.path):
+        pass
+    assert not os.path.exists(dead)
+    assert os.path.exists(mine)
+
+
+def test_failed_write_leaves_no_temporary_file(fs):
+    from kvstore.testing import FailingStream
+
+    with pytest.raises(Exception):
+        fs.set("k", (FailingStream(b"x" * 1000), {}), buffer_size=10)
+    assert os.listdir(os.path.join(fs.path, ".kvstore", "tmp")) == []
+    with pytest.raises(Exception):
+        with fs.transaction("t"):
+            fs.set("a", (io.BytesIO(b"abc"), {}))
+            fs.set_metadata("b", {})
+            raise RuntimeError
+    assert os.listdir(os.path.join(fs.path, ".kvstore", "tmp")) == []
+    assert list(fs.glob("*")) == []

@@ -256,6 +256,7 @@ class FileSystemStore(AbstractStore):
                 except sqlite3.Error:
                     pass
             self._conns.clear()
+            self._schema_ready = False
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
