@@ -66,24 +66,26 @@ class Value:
     Parameters
     ----------
     size : number of bytes of data.
-    metadata : the metadata (the Value keeps a private copy).
+    metadata : the metadata (the Value keeps it as JSON text, so nothing is shared).
     created, modified : seconds since the epoch.
     opener : ``opener(start, end)`` returns a readable binary stream of ``data[start:end]``.
+    metadata_json : the metadata as JSON text, instead of ``metadata``.
     """
 
-    __slots__ = ("size", "_metadata", "created", "modified", "_opener", "__weakref__")
+    __slots__ = ("size", "_metadata_json", "created", "modified", "_opener", "__weakref__")
 
     def __init__(
         self,
         *,
         size: int,
-        metadata: Dict[str, Any],
+        metadata: Optional[Dict[str, Any]] = None,
         created: float,
         modified: float,
         opener: Opener,
+        metadata_json: Optional[str] = None,
     ) -> None:
         self.size = size
-        self._metadata = metadata
+        self._metadata_json = metadata_json if metadata_json is not None else json.dumps(metadata or {})
         self.created = created
         self.modified = modified
         self._opener = opener
@@ -110,7 +112,7 @@ class Value:
     @property
     def metadata(self) -> Dict[str, Any]:
         """A fresh copy of the metadata."""
-        return _copy_metadata(self._metadata)
+        return json.loads(self._metadata_json)
 
     def range(self, start: Optional[int] = None, end: Optional[int] = None) -> BinaryIO:
         """A stream of ``data[start:end]`` (Python slice meaning, negative indices included)."""
@@ -123,7 +125,7 @@ class Value:
         return {}
 
     def __repr__(self) -> str:
-        return f"<Value size={self.size} metadata={self._metadata!r}>"
+        return f"<Value size={self.size} metadata={self._metadata_json}>"
 
 
 @dataclass
@@ -185,9 +187,9 @@ class _Progress:
         self.steps = steps
         self.done = 0
         self.sent = -1
-        self.operation_id = uuid.uuid4().hex
         self.live = bool(signals.progress_start.receivers or signals.progress_step.receivers
                          or signals.progress_end.receivers)
+        self.operation_id = uuid.uuid4().hex if self.live else ""
         if self.live:
             store._send(signals.progress_start, StoreProgressStartEvent(
                 store=store, origin=store.origin, operation_id=self.operation_id,

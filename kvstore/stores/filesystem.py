@@ -74,7 +74,7 @@ CREATE INDEX IF NOT EXISTS meta_by_key ON meta(key);
 CREATE TABLE IF NOT EXISTS journal(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, kind TEXT NOT NULL,
     metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, op TEXT, a TEXT, b TEXT, commit_id TEXT);
+CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, ops TEXT NOT NULL, commit_id TEXT NOT NULL);
 """
 _JOURNAL_KEEP = 100_000
 _JOURNAL_TRIM_EVERY = 1_000
@@ -109,6 +109,7 @@ class _Op:
     meta_tmp: Optional[str] = None
     metadata: Optional[Dict[str, Any]] = None
     update: Optional[Dict[str, Any]] = None
+    meta_text: Optional[str] = None  # JSON of ``metadata``, made once
 
 
 @dataclass
@@ -175,9 +176,11 @@ class _RangeReader(io.RawIOBase):
         return self.read(-1)
 
 
-def _fd_value(fd: int, size: int, metadata: Dict[str, Any], created: float, modified: float) -> Value:
+def _fd_value(fd: int, size: int, metadata: Any, created: float, modified: float) -> Value:
+    """A Value reading an open descriptor; ``metadata`` is a dict or its JSON text."""
     holder = _Fd(fd)
-    return Value(size=size, metadata=metadata, created=created, modified=modified,
+    text = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    return Value(size=size, metadata_json=text, created=created, modified=modified,
                  opener=lambda start, end: io.BufferedReader(_RangeReader(holder, start, end), 1 << 16))
 
 
@@ -227,6 +230,8 @@ class FileSystemStore(AbstractStore):
         self._pid = 0
         self._conns: Dict[int, sqlite3.Connection] = {}
         self._counter = itertools.count()
+        self._token = uuid.uuid4().hex[:12]
+        self._seq_commit = 0
         self._commits = 0
         self._schema_ready = False
         # id of the last commit whose file operations this instance applied itself, so
@@ -327,7 +332,9 @@ class FileSystemStore(AbstractStore):
         return base + DATA_SUFFIX, base + METADATA_SUFFIX
 
     def _tmp(self, suffix: str) -> str:
-        return os.path.join(self._tmpdir, f"{os.getpid()}-{next(self._counter)}-{uuid.uuid4().hex[:8]}{suffix}")
+        # pid first: _clean_tmp removes the files of dead processes; the instance token
+        # keeps two instances of one process apart. Names are never reused.
+        return os.path.join(self._tmpdir, f"{os.getpid()}-{self._token}-{next(self._counter)}{suffix}")
 
     def _write_tmp(self, data: bytes) -> str:
         path = self._tmp(".part")
@@ -393,44 +400,54 @@ class FileSystemStore(AbstractStore):
             st = os.fstat(fd)
             return _fd_value(fd, st.st_size, current[1], st.st_mtime, st.st_mtime)
         data_path, meta_path = self._paths(rel)
+        conn = self._conn()
+        # Under the shared lock no commit is half-applied, so the open data file and the
+        # index row are of the same commit.
         with self._shared():
             try:
                 fd = os.open(data_path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise KeyError(key) from None
-            except NotADirectoryError:
+            except (FileNotFoundError, NotADirectoryError):
                 raise KeyError(key) from None
             try:
-                with open(meta_path, "rb") as f:
-                    raw = f.read()
-                    mtime = os.fstat(f.fileno()).st_mtime
-            except FileNotFoundError:
-                raw, mtime = b"{}", 0.0
+                row = conn.execute("SELECT metadata, created, modified FROM keys WHERE key=?", (key,)).fetchone()
+                if row is None:  # a file put there behind the store's back: read it
+                    row = (self._read_metadata_file(key, meta_path), None, None)
             except BaseException:
                 os.close(fd)
                 raise
         st = os.fstat(fd)
+        modified = row[2] if row[2] is not None else st.st_mtime
+        created = row[1] if row[1] is not None else modified
+        return _fd_value(fd, st.st_size, row[0], created, modified)
+
+    def _read_metadata_file(self, key: str, meta_path: str) -> str:
         try:
-            metadata = json.loads(raw or b"{}")
+            with open(meta_path, "rb") as f:
+                raw = f.read().decode("utf-8") or "{}"
+        except FileNotFoundError:
+            return "{}"
+        try:
+            json.loads(raw)
         except ValueError as exc:
-            os.close(fd)
             raise StoreError(f"the metadata of {key!r} is not valid JSON: {exc}") from exc
-        modified = max(st.st_mtime, mtime)
-        row = self._conn().execute("SELECT created FROM keys WHERE key=?", (key,)).fetchone()
-        created = row[0] if row and row[0] is not None else modified
-        return _fd_value(fd, st.st_size, metadata, min(created, modified), modified)
+        return raw
 
     def _get_metadata(self, key: str) -> Dict[str, Any]:
-        rel = key_to_relpath(key)
         staging = self._tx_state()
-        if staging is None:
-            with self._shared():
-                current = self._current(key, rel)
-        else:
-            current = self._current(key, rel)
-        if current is None:
-            raise KeyError(key)
-        return json.loads(json.dumps(current[1])) if staging is not None else current[1]
+        if staging is not None and key in staging.view:
+            current = staging.view[key]
+            if current is None:
+                raise KeyError(key)
+            return json.loads(json.dumps(current[1]))
+        conn = self._conn()
+        with self._shared():
+            row = conn.execute("SELECT metadata FROM keys WHERE key=?", (key,)).fetchone()
+            if row is None:
+                data_path, meta_path = self._paths(key_to_relpath(key))
+                if not os.path.exists(data_path):
+                    raise KeyError(key)
+                row = (self._read_metadata_file(key, meta_path),)
+        return json.loads(row[0])
 
     def _exists(self, key: str) -> bool:
         staging = self._tx_state()
@@ -447,7 +464,8 @@ class FileSystemStore(AbstractStore):
             if source is not None:
                 op.data_tmp = self._stage_stream(source)
             if metadata is not None:
-                op.meta_tmp = self._write_tmp(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
+                op.meta_text = json.dumps(metadata, ensure_ascii=False)
+                op.meta_tmp = self._write_tmp(op.meta_text.encode("utf-8"))
             return self._submit(op)
         except BaseException:
             _unlink(op.data_tmp)
@@ -494,33 +512,42 @@ class FileSystemStore(AbstractStore):
             with self._exclusive() as conn:
                 now = time.time()
                 files: List[Tuple[str, str, Optional[str]]] = []  # (op, a, b)
+                # Under the exclusive lock, with earlier commits fully applied, the index
+                # says exactly what the files hold: read the current state from it.
                 view: Dict[str, Optional[Dict[str, Any]]] = {}
-                records = []
+                records: List[Tuple[str, str, Dict[str, Any], str, bool]] = []
                 for op in ops:
                     data_path, meta_path = self._paths(op.rel)
                     if op.key in view:
                         current = view[op.key]
+                        indexed = current is not None
                     else:
-                        current = self._current_on_disk(op.rel)
+                        row = conn.execute("SELECT metadata FROM keys WHERE key=?", (op.key,)).fetchone()
+                        current = None if row is None else json.loads(row[0])
+                        indexed = row is not None
                     if op.kind == "delete":
                         if current is None:
                             raise KeyError(op.key)
                         files.append(("unlink", data_path, None))
                         files.append(("unlink", meta_path, None))
                         view[op.key] = None
-                        records.append(("delete", op.key, current))
+                        records.append(("delete", op.key, current, json.dumps(current, ensure_ascii=False), indexed))
                         continue
+                    text = op.meta_text
                     if op.update is not None:
                         if current is None:
                             raise KeyError(op.key)
                         metadata = {**current, **op.update}
+                        text = None
                     elif op.metadata is not None:
                         metadata = op.metadata
                     else:
                         metadata = current if current is not None else {}
+                    if text is None:
+                        text = json.dumps(metadata, ensure_ascii=False)
                     meta_tmp = op.meta_tmp
                     if meta_tmp is None and (op.update is not None or current is None):
-                        meta_tmp = self._write_tmp(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
+                        meta_tmp = self._write_tmp(text.encode("utf-8"))
                         created_tmps.append(meta_tmp)
                     data_tmp = op.data_tmp
                     if data_tmp is None and current is None:
@@ -531,11 +558,12 @@ class FileSystemStore(AbstractStore):
                     if meta_tmp is not None:
                         files.append(("rename", meta_tmp, meta_path))
                     view[op.key] = metadata
-                    records.append(("update" if current is not None else "set", op.key, metadata))
-                commit_id = uuid.uuid4().hex
+                    records.append(("update" if current is not None else "set", op.key, metadata, text, indexed))
+                self._seq_commit += 1
+                commit_id = f"{self.origin}:{self._seq_commit}"
                 changes = self._record(conn, records, files, now, commit_id)
-                # The commit point has passed: make the files match it. The pending rows
-                # stay until the next commit deletes them in its own transaction.
+                # The commit point has passed: make the files match it. The pending row
+                # stays until the next commit replaces it in its own transaction.
                 self._apply_files(files)
                 self._applied = commit_id
             return changes
@@ -544,29 +572,19 @@ class FileSystemStore(AbstractStore):
                 _unlink(path)
             raise
 
-    def _current_on_disk(self, rel: str) -> Optional[Dict[str, Any]]:
-        data_path, meta_path = self._paths(rel)
-        if not os.path.exists(data_path):
-            return None
-        try:
-            return _read_json(meta_path)
-        except FileNotFoundError:
-            return {}
-
-    def _record(self, conn: sqlite3.Connection, records: List[Tuple[str, str, Dict[str, Any]]],
+    def _record(self, conn: sqlite3.Connection, records: List[Tuple[str, str, Dict[str, Any], str, bool]],
                 files: List[Tuple[str, str, Optional[str]]], now: float, commit_id: str) -> List[Change]:
         """One SQLite transaction: index rows, journal rows and the pending file operations."""
         changes = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("DELETE FROM pending")  # the previous commit's, applied by now
-            for kind, key, metadata in records:
-                text = json.dumps(metadata, ensure_ascii=False)
+            for kind, key, metadata, text, indexed in records:
                 cur = conn.execute(
                     "INSERT INTO journal(key, kind, metadata, origin, timestamp) VALUES (?,?,?,?,?)",
                     (key, kind, text, self.origin, now))
                 changes.append(Change(kind, key, metadata, cur.lastrowid, now))
-                conn.execute("DELETE FROM meta WHERE key=?", (key,))
+                if indexed:
+                    conn.execute("DELETE FROM meta WHERE key=?", (key,))
                 if kind == "delete":
                     conn.execute("DELETE FROM keys WHERE key=?", (key,))
                     continue
@@ -574,10 +592,12 @@ class FileSystemStore(AbstractStore):
                     "INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?) "
                     "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, modified=excluded.modified",
                     (key, text, now, now))
-                conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
-                                 [(n, canonical(v), key) for n, v in metadata.items()])
-            conn.executemany("INSERT INTO pending(op, a, b, commit_id) VALUES (?,?,?,?)",
-                             [(op, a, b, commit_id) for op, a, b in files])
+                if metadata:
+                    conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
+                                     [(n, canonical(v), key) for n, v in metadata.items()])
+            # This commit's file operations replace the previous commit's (applied by now).
+            conn.execute("INSERT OR REPLACE INTO pending(id, ops, commit_id) VALUES (1, ?, ?)",
+                         (json.dumps(files), commit_id))
             self._commits += 1
             if changes and self._commits % _JOURNAL_TRIM_EVERY == 0:
                 self._trim_journal(conn, changes[-1].sequence or 0)
@@ -630,13 +650,14 @@ class FileSystemStore(AbstractStore):
             directory = os.path.dirname(directory)
 
     def _replay_pending(self, conn: sqlite3.Connection) -> None:
-        # The rows of the last commit stay until the next one; unless this instance applied
-        # them itself, its writer may have died half-way: apply them again (idempotent).
-        rows = conn.execute("SELECT op, a, b, commit_id FROM pending ORDER BY id").fetchall()
-        if rows and rows[-1][3] != self._applied:
-            log.info("finishing the file operations of commit %s in %s", rows[-1][3], self.path)
-            self._apply_files([r[:3] for r in rows])
-            self._applied = rows[-1][3]
+        # The last commit's file operations stay recorded until the next commit; unless
+        # this instance applied them itself, their writer may have died half-way: apply
+        # them again (every operation is idempotent).
+        row = conn.execute("SELECT ops, commit_id FROM pending WHERE id=1").fetchone()
+        if row is not None and row[1] != self._applied:
+            log.info("finishing the file operations of commit %s in %s", row[1], self.path)
+            self._apply_files(json.loads(row[0]))
+            self._applied = row[1]
 
     def _clean_tmp(self) -> None:
         """Remove temporary files left by processes that died before committing."""
