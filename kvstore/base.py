@@ -9,6 +9,7 @@ signals. A backend implements the hooks and can neither forget a check nor an ev
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import io
 import json
@@ -770,6 +771,23 @@ _SIGNAL_OF = {
 
 def _copy(src: Any, dst: Any, buffer_size: int, progress: _Progress) -> None:
     buffer_size = max(1, int(buffer_size))
+    # A backend stream that can copy into a file descriptor in the kernel (the filesystem
+    # store's) does so, still reporting progress per buffer_size.
+    raw = getattr(src, "raw", src)
+    copy_to_fd = getattr(raw, "copy_to_fd", None)
+    if copy_to_fd is not None and src.tell() == raw.tell():  # nothing buffered above it
+        try:
+            fd = dst.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            fd = -1
+        if fd >= 0:
+            dst.flush()
+            try:
+                copy_to_fd(fd, progress.advance, buffer_size)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
     while True:
         chunk = src.read(buffer_size)
         if not chunk:

@@ -157,10 +157,19 @@ class _RangeReader(io.RawIOBase):
         n = min(len(buffer), self._end - self._pos)
         if n <= 0:
             return 0
-        data = os.pread(self._fd.fd, n, self._pos)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        view = memoryview(buffer).cast("B")[:n]
+        got = os.preadv(self._fd.fd, [view], self._pos)
+        self._pos += got
+        return got
+
+    def copy_to_fd(self, fd: int, advance: Any, chunk: int) -> None:
+        """Copy the rest of the range into ``fd`` in the kernel, ``advance(n)`` per chunk."""
+        while self._pos < self._end:
+            n = os.copy_file_range(self._fd.fd, fd, min(chunk, self._end - self._pos), self._pos)
+            if n == 0:
+                return
+            self._pos += n
+            advance(n)
 
     def read(self, size: int = -1) -> bytes:
         if self.closed:
