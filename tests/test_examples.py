@@ -48,3 +48,11 @@ def test_listen_example():
     held = out.index("inside the transaction: nothing heard yet")
     assert out[held + 1:] == ["set     'batch/0' {'i': 0}", "set     'batch/1' {'i': 1}",
                               "set     'batch/2' {'i': 2}", "after the commit"]
+
+
+def test_readme_is_valid_restructuredtext():
+    import docutils.core
+
+    text = open(os.path.join(ROOT, "README.rst"), encoding="utf-8").read()
+    docutils.core.publish_string(text, writer_name="null",
+                                 settings_overrides={"report_level": 2, "halt_level": 2})
