@@ -54,5 +54,5 @@ def test_readme_is_valid_restructuredtext():
     import docutils.core
 
     text = open(os.path.join(ROOT, "README.rst"), encoding="utf-8").read()
-    docutils.core.publish_string(text, writer_name="null",
+    docutils.core.publish_string(text, writer="null",
                                  settings_overrides={"report_level": 2, "halt_level": 2})
