@@ -694,11 +694,13 @@ class FileSystemStore(AbstractStore):
 
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         conn = self._conn()
-        if prefix:
-            rows = conn.execute("SELECT key FROM keys WHERE key >= ? AND key < ? ORDER BY key",
-                                (prefix, _prefix_end(prefix)))
-        else:
-            rows = conn.execute("SELECT key FROM keys ORDER BY key")
+        # Under the shared lock, as for get(): no listed key is still waiting for its files.
+        with self._shared():
+            if prefix:
+                rows = conn.execute("SELECT key FROM keys WHERE key >= ? AND key < ? ORDER BY key",
+                                    (prefix, _prefix_end(prefix))).fetchall()
+            else:
+                rows = conn.execute("SELECT key FROM keys ORDER BY key").fetchall()
         keys = [r[0] for r in rows]
         staging = self._tx_state()
         if staging is None or not staging.view:
@@ -719,7 +721,8 @@ class FileSystemStore(AbstractStore):
             params += [name, text]
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        rows = conn.execute(sql + " ORDER BY k.key", params).fetchall()
+        with self._shared():
+            rows = conn.execute(sql + " ORDER BY k.key", params).fetchall()
         staging = self._tx_state()
         out = []
         for key, text in rows:
@@ -745,7 +748,8 @@ class FileSystemStore(AbstractStore):
         for name, text in rest:
             sql += " AND EXISTS (SELECT 1 FROM meta x WHERE x.name=? AND x.value=? AND x.key=m.key)"
             params += [name, text]
-        return [r[0] for r in conn.execute(sql + " ORDER BY m.key", params)]
+        with self._shared():
+            return [r[0] for r in conn.execute(sql + " ORDER BY m.key", params).fetchall()]
 
     # ------------------------------------------------------------ index and journal
 
