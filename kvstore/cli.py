@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 from . import __version__, signals
 from ._keys import canonical
@@ -69,6 +69,15 @@ def _say(text: str = "") -> None:
     _write_text(sys.stdout, text + "\n")
 
 
+def _silence_stdout() -> None:
+    # After a broken pipe, point stdout at /dev/null so that the flush at exit does not
+    # complain about the reader that went away.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -78,7 +87,7 @@ def _error(message: str) -> None:
 
 
 def _json(value: Any, indent: Optional[int] = None) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+    return json.dumps(value, ensure_ascii=False, indent=indent, default=str)
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -86,6 +95,8 @@ def _describe_exception(exc: BaseException) -> str:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
     text = _one_line(str(exc))
+    if isinstance(exc, StoreError) and text:
+        return text  # kvstore's own messages say what failed
     if isinstance(exc, KeyError) and exc.args:
         text = repr(exc.args[0])
     name = type(exc).__name__
@@ -169,7 +180,7 @@ def _assignments(items: Optional[Sequence[str]], what: str) -> Dict[str, Any]:
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors reported as one line like every other error."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"kvstore: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
@@ -217,7 +228,7 @@ def _load_tqdm() -> Any:
     except ImportError:
         return None
 
-    class _Bar(tqdm):  # type: ignore[misc, valid-type]
+    class _Bar(tqdm):  # type: ignore[misc]
         # No monitor thread: the bars are closed by the progress end event.
         monitor_interval = 0
 
@@ -295,6 +306,7 @@ class _ProgressBars:
                 op[0].close()
 
     def _open_bar(self, op: List[Any]) -> None:
+        assert self._bar_class is not None  # only called when bars are enabled
         label = op[3] if len(op[3]) <= 40 else op[3][:37] + "..."
         op[0] = self._bar_class(total=op[1] if op[1] >= 0 else None, initial=op[2], desc=label,
                                 unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
@@ -439,6 +451,7 @@ def _event_printer(stop: threading.Event) -> Callable[[Any], None]:
                 _write_text(sys.stdout, line)
             except (BrokenPipeError, ValueError):
                 # Nobody reads any more (``kvstore watch | head -3``): stop quietly.
+                _silence_stdout()
                 stop.set()
 
     return print_event
@@ -752,7 +765,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     with _library_logging():
         try:
-            return args.func(args)
+            code: int = args.func(args)
+            return code
         except KeyboardInterrupt:
             _error("interrupted")
             return 130
@@ -761,9 +775,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return exc.code
         except BrokenPipeError:
             # The reader went away (``kvstore get key | head``): nothing left to say to it.
-            with contextlib.suppress(OSError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
+            _silence_stdout()
             return 1
         except InvalidKeyError as exc:
             _error(f"invalid key: {exc}")
