@@ -8,6 +8,7 @@ from typing import Any, Dict, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .base import AbstractStore
+from .errors import StoreError
 
 __all__ = ["open_store", "known_backends"]
 
@@ -38,6 +39,7 @@ def open_store(url: str, **options: Any) -> AbstractStore:
     Raises
     ------
     ValueError : the URL has an unknown scheme or lacks a needed part.
+    StoreError : a ``file:`` URL names a non-empty directory that is not a store.
     ImportError : the backend's optional dependency is missing (names the extra).
     """
     if not isinstance(url, str) or not url:
@@ -62,8 +64,14 @@ def open_store(url: str, **options: Any) -> AbstractStore:
     elif scheme == "file":
         if not path:
             raise ValueError(f"no path in {url!r}")
+        path = os.path.expanduser(path)
+        magic = os.path.join(path, options.get("magic_fname", ".FSStore"))
+        if os.path.isdir(path) and os.listdir(path) and not os.path.exists(magic):
+            # A typo such as --store ~ must not turn a home directory into a store.
+            raise StoreError(f"{path} is not a store (no {os.path.basename(magic)} file) and is "
+                             f"not empty: refusing to make it one")
         options.setdefault("create", True)
-        store = cls(os.path.expanduser(path), **options)
+        store = cls(path, **options)
     else:
         bucket = parts.netloc
         if not bucket:

@@ -100,7 +100,9 @@ def test_reads_an_encore_directory(tmp_path):
     old.connect()
     for i in range(20):
         old.set(f"item{i}", (io.BytesIO(f"payload {i}".encode()), {"i": i, "kind": "odd" if i % 2 else "even"}))
-    old.set("caf\u00e9 menu", (io.BytesIO(b"unicode"), {"lang": "fr"}))
+    legacy = ["caf\u00e9 menu", "my notes", ".hidden", "%41", "tab\there"]
+    for key in legacy:
+        old.set(key, (io.BytesIO(key.encode()), {"legacy": key}))
 
     with kvstore.FileSystemStore(root) as store:  # indexed on first connect
         assert store.get_data("item3").read() == b"payload 3"
@@ -108,10 +110,50 @@ def test_reads_an_encore_directory(tmp_path):
         assert sorted(store.query_keys(kind="even")) == sorted(f"item{i}" for i in range(0, 20, 2))
         assert len(list(store.glob("item*"))) == 20
         assert store.info()["keys"] >= 20
+        # keys whose encore file names are not kvstore's canonical ones read and write
+        # where they are
+        for key in legacy:
+            assert store.get_data(key).read() == key.encode(), key
+            assert list(store.query_keys(legacy=key)) == [key]
+        assert sorted(store.glob("*")) == sorted([f"item{i}" for i in range(20)] + legacy)
+        store.update_metadata("my notes", {"seen": True})
+        store.set("caf\u00e9 menu", (io.BytesIO(b"rewritten"), {"lang": "fr"}))
+        store.delete(".hidden")
         # what kvstore writes, encore reads
         store.set("from_kvstore", (io.BytesIO(b"new"), {"by": "kvstore"}))
     assert old.get_data("from_kvstore").read() == b"new"
     assert old.get_metadata("from_kvstore") == {"by": "kvstore"}
+    assert old.get_metadata("my notes") == {"legacy": "my notes", "seen": True}
+    assert old.get_data("caf\u00e9 menu").read() == b"rewritten"
+    assert not old.exists(".hidden")
+    with kvstore.FileSystemStore(root) as store:
+        store.reindex()
+        assert store.get_metadata("my notes") == {"legacy": "my notes", "seen": True}
+        assert not store.exists(".hidden")
+
+
+def test_index_of_another_schema_is_rebuilt(fs, caplog):
+    fs.set("k", (io.BytesIO(b"x"), {"n": 1}))
+    conn = fs._conn()
+    conn.execute("UPDATE settings SET value='0' WHERE name='schema'")
+    fs.disconnect()
+    with caplog.at_level("WARNING", logger="kvstore.filesystem"):
+        with kvstore.FileSystemStore(fs.path) as again:
+            assert again.get_metadata("k") == {"n": 1}
+            assert list(again.query_keys(n=1)) == ["k"]
+    assert "rebuilding an index of schema 0" in caplog.text
+    fs.connect()
+
+
+def test_open_store_will_not_adopt_a_busy_directory(tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a store"):
+        kvstore.open_store(str(tmp_path / "home"))
+    assert not (tmp_path / "home" / ".FSStore").exists()
+    (tmp_path / "empty").mkdir()
+    kvstore.open_store(str(tmp_path / "empty")).disconnect()
+    assert (tmp_path / "empty" / ".FSStore").exists()
 
 
 def test_reindex_rebuilds_from_files(fs):

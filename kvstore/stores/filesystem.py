@@ -47,6 +47,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .._keys import (
     DATA_SUFFIX,
+    check_key,
     METADATA_SUFFIX,
     canonical,
     key_to_relpath,
@@ -55,18 +56,21 @@ from .._keys import (
     split_suffix,
 )
 from ..base import AbstractStore, Change, ProgressReader, Value
-from ..errors import StoreError
+from ..errors import InvalidKeyError, StoreError
 
 __all__ = ["FileSystemStore", "init_shared_store", "JournalEntry"]
 
 log = logging.getLogger("kvstore.filesystem")
 
 INTERNAL_DIR = ".kvstore"
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
+# keys.path is NULL for a key stored under its canonical file name, else the name another
+# tool (encore) gave its files.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS keys(
-    key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL);
+    key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,
+    path TEXT);
 CREATE TABLE IF NOT EXISTS meta(
     name TEXT NOT NULL, value TEXT NOT NULL, key TEXT NOT NULL,
     PRIMARY KEY(name, value, key)) WITHOUT ROWID;
@@ -104,7 +108,6 @@ class JournalEntry:
 class _Op:
     kind: str
     key: str
-    rel: str
     data_tmp: Optional[str] = None
     meta_tmp: Optional[str] = None
     metadata: Optional[Dict[str, Any]] = None
@@ -305,7 +308,7 @@ class FileSystemStore(AbstractStore):
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             with self._mutex:
                 if not self._schema_ready:
-                    conn.executescript(_SCHEMA)
+                    _ensure_schema(conn)
                     self._schema_ready = True
                 self._conns[ident] = conn
         return conn
@@ -384,22 +387,22 @@ class FileSystemStore(AbstractStore):
 
     # ------------------------------------------------------------ reads
 
-    def _current(self, key: str, rel: str) -> Optional[Tuple[str, Dict[str, Any]]]:
+    def _locate(self, key: str, row_path: Optional[str]) -> Tuple[str, str]:
+        """Data and metadata paths of ``key``: its canonical name, or the file name an
+        older writer (encore) gave it, as recorded in the index."""
+        return self._paths(row_path if row_path is not None else key_to_relpath(key))
+
+    def _current(self, key: str) -> Optional[Tuple[str, Dict[str, Any]]]:
         """(data path, metadata) of ``key`` as this thread sees it, or None."""
         staging = self._tx_state()
         if staging is not None and key in staging.view:
             return staging.view[key]
-        data_path, meta_path = self._paths(rel)
-        try:
-            metadata = _read_json(meta_path)
-        except FileNotFoundError:
-            if not os.path.exists(data_path):
-                return None
-            metadata = {}
-        return data_path, metadata
+        row = self._conn().execute("SELECT metadata, path FROM keys WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return self._locate(key, row[1])[0], json.loads(row[0])
 
     def _get(self, key: str) -> Value:
-        rel = key_to_relpath(key)
         staging = self._tx_state()
         if staging is not None and key in staging.view:
             current = staging.view[key]
@@ -408,38 +411,21 @@ class FileSystemStore(AbstractStore):
             fd = os.open(current[0], os.O_RDONLY)
             st = os.fstat(fd)
             return _fd_value(fd, st.st_size, current[1], st.st_mtime, st.st_mtime)
-        data_path, meta_path = self._paths(rel)
         conn = self._conn()
-        # Under the shared lock no commit is half-applied, so the open data file and the
-        # index row are of the same commit.
+        # Under the shared lock no commit is half-applied, so the index row and the data
+        # file opened are of the same commit; the open descriptor keeps that data.
         with self._shared():
+            row = conn.execute("SELECT metadata, created, modified, path FROM keys WHERE key=?",
+                               (key,)).fetchone()
+            if row is None:
+                raise KeyError(key)
             try:
-                fd = os.open(data_path, os.O_RDONLY)
+                fd = os.open(self._locate(key, row[3])[0], os.O_RDONLY)
             except (FileNotFoundError, NotADirectoryError):
-                raise KeyError(key) from None
-            try:
-                row = conn.execute("SELECT metadata, created, modified FROM keys WHERE key=?", (key,)).fetchone()
-                if row is None:  # a file put there behind the store's back: read it
-                    row = (self._read_metadata_file(key, meta_path), None, None)
-            except BaseException:
-                os.close(fd)
-                raise
+                raise StoreError(f"the data file of {key!r} is missing: the directory was changed "
+                                 f"behind the store's back; call reindex()") from None
         st = os.fstat(fd)
-        modified = row[2] if row[2] is not None else st.st_mtime
-        created = row[1] if row[1] is not None else modified
-        return _fd_value(fd, st.st_size, row[0], created, modified)
-
-    def _read_metadata_file(self, key: str, meta_path: str) -> str:
-        try:
-            with open(meta_path, "rb") as f:
-                raw = f.read().decode("utf-8") or "{}"
-        except FileNotFoundError:
-            return "{}"
-        try:
-            json.loads(raw)
-        except ValueError as exc:
-            raise StoreError(f"the metadata of {key!r} is not valid JSON: {exc}") from exc
-        return raw
+        return _fd_value(fd, st.st_size, row[0], row[1], row[2])
 
     def _get_metadata(self, key: str) -> Dict[str, Any]:
         staging = self._tx_state()
@@ -448,27 +434,22 @@ class FileSystemStore(AbstractStore):
             if current is None:
                 raise KeyError(key)
             return json.loads(json.dumps(current[1]))
-        conn = self._conn()
-        with self._shared():
-            row = conn.execute("SELECT metadata FROM keys WHERE key=?", (key,)).fetchone()
-            if row is None:
-                data_path, meta_path = self._paths(key_to_relpath(key))
-                if not os.path.exists(data_path):
-                    raise KeyError(key)
-                row = (self._read_metadata_file(key, meta_path),)
+        row = self._conn().execute("SELECT metadata FROM keys WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
         return json.loads(row[0])
 
     def _exists(self, key: str) -> bool:
         staging = self._tx_state()
         if staging is not None and key in staging.view:
             return staging.view[key] is not None
-        return os.path.exists(self._paths(key_to_relpath(key))[0])
+        return self._conn().execute("SELECT 1 FROM keys WHERE key=?", (key,)).fetchone() is not None
 
     # ------------------------------------------------------------ writes
 
     def _write(self, key: str, source: Optional[ProgressReader], metadata: Optional[Dict[str, Any]],
                update: Optional[Dict[str, Any]]) -> List[Change]:
-        op = _Op("write", key, key_to_relpath(key), metadata=metadata, update=update)
+        op = _Op("write", key, metadata=metadata, update=update)
         try:
             if source is not None:
                 op.data_tmp = self._stage_stream(source)
@@ -482,7 +463,7 @@ class FileSystemStore(AbstractStore):
             raise
 
     def _delete(self, key: str) -> List[Change]:
-        return self._submit(_Op("delete", key, key_to_relpath(key)))
+        return self._submit(_Op("delete", key))
 
     def _submit(self, op: _Op) -> List[Change]:
         staging = self._tx_state()
@@ -490,7 +471,7 @@ class FileSystemStore(AbstractStore):
             return self._commit_ops([op])
         # Inside a transaction: check the write against this transaction's view, record
         # it, and show it to this thread's reads; nothing is visible to others yet.
-        current = self._current(op.key, op.rel)
+        current = self._current(op.key)
         if op.kind == "delete":
             if current is None:
                 raise KeyError(op.key)
@@ -523,23 +504,25 @@ class FileSystemStore(AbstractStore):
                 files: List[Tuple[str, str, Optional[str]]] = []  # (op, a, b)
                 # Under the exclusive lock, with earlier commits fully applied, the index
                 # says exactly what the files hold: read the current state from it.
-                view: Dict[str, Optional[Dict[str, Any]]] = {}
+                # key -> (metadata or None when absent, recorded path or None)
+                view: Dict[str, Tuple[Optional[Dict[str, Any]], Optional[str]]] = {}
                 records: List[Tuple[str, str, Dict[str, Any], str, bool]] = []
                 for op in ops:
-                    data_path, meta_path = self._paths(op.rel)
                     if op.key in view:
-                        current = view[op.key]
+                        current, row_path = view[op.key]
                         indexed = current is not None
                     else:
-                        row = conn.execute("SELECT metadata FROM keys WHERE key=?", (op.key,)).fetchone()
+                        row = conn.execute("SELECT metadata, path FROM keys WHERE key=?", (op.key,)).fetchone()
                         current = None if row is None else json.loads(row[0])
+                        row_path = None if row is None else row[1]
                         indexed = row is not None
+                    data_path, meta_path = self._locate(op.key, row_path)
                     if op.kind == "delete":
                         if current is None:
                             raise KeyError(op.key)
                         files.append(("unlink", data_path, None))
                         files.append(("unlink", meta_path, None))
-                        view[op.key] = None
+                        view[op.key] = (None, None)
                         records.append(("delete", op.key, current, json.dumps(current, ensure_ascii=False), indexed))
                         continue
                     text = op.meta_text
@@ -566,7 +549,7 @@ class FileSystemStore(AbstractStore):
                         files.append(("rename", data_tmp, data_path))
                     if meta_tmp is not None:
                         files.append(("rename", meta_tmp, meta_path))
-                    view[op.key] = metadata
+                    view[op.key] = (metadata, row_path)
                     records.append(("update" if current is not None else "set", op.key, metadata, text, indexed))
                 self._seq_commit += 1
                 commit_id = f"{self.origin}:{self._seq_commit}"
@@ -764,14 +747,14 @@ class FileSystemStore(AbstractStore):
 
     def _reindex(self) -> int:
         with self._exclusive() as conn:
-            rows = list(self._scan())
+            rows = self._scan()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute("DELETE FROM keys")
                 conn.execute("DELETE FROM meta")
-                for key, metadata, created, modified in rows:
-                    conn.execute("INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?)",
-                                 (key, json.dumps(metadata, ensure_ascii=False), created, modified))
+                for key, metadata, created, modified, path in rows:
+                    conn.execute("INSERT INTO keys(key, metadata, created, modified, path) VALUES (?,?,?,?,?)",
+                                 (key, json.dumps(metadata, ensure_ascii=False), created, modified, path))
                     conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
                                      [(n, canonical(v), key) for n, v in metadata.items()])
                 conn.execute("INSERT INTO settings(name, value) VALUES ('indexed', ?) "
@@ -782,7 +765,15 @@ class FileSystemStore(AbstractStore):
                 raise
         return len(rows)
 
-    def _scan(self) -> Iterator[Tuple[str, Dict[str, Any], float, float]]:
+    def _scan(self) -> List[Tuple[str, Dict[str, Any], float, float, Optional[str]]]:
+        """(key, metadata, created, modified, path) of every key's files.
+
+        A file whose name is not a key's canonical name was written by another tool
+        (encore names files after raw keys): its key is its name, and the index records
+        the path so the key is read and written where it is.
+        """
+        found: Dict[str, Tuple[str, Dict[str, Any], float, float, Optional[str]]] = {}
+        legacy = []
         for dirpath, dirnames, filenames in os.walk(self.path):
             if dirpath == self.path:
                 dirnames[:] = [d for d in dirnames if d != INTERNAL_DIR]
@@ -792,10 +783,6 @@ class FileSystemStore(AbstractStore):
                     continue
                 full = os.path.join(dirpath, name)
                 rel = os.path.relpath(os.path.join(dirpath, stem), self.path).replace(os.sep, "/")
-                key = relpath_to_key(rel)
-                if key is None:
-                    log.warning("skipping %s: not the file name of a key", full)
-                    continue
                 try:
                     metadata = _read_json(full[: -len(DATA_SUFFIX)] + METADATA_SUFFIX)
                 except FileNotFoundError:
@@ -805,8 +792,23 @@ class FileSystemStore(AbstractStore):
                     metadata = {}
                 if not isinstance(metadata, dict):
                     metadata = {}
-                st = os.stat(full)
-                yield key, metadata, st.st_mtime, st.st_mtime
+                mtime = os.stat(full).st_mtime
+                key = relpath_to_key(rel)
+                if key is not None:
+                    found[key] = (key, metadata, mtime, mtime, None)
+                else:
+                    legacy.append((rel, metadata, mtime, mtime, rel))
+        for entry in legacy:
+            try:
+                check_key(entry[0])
+            except InvalidKeyError:
+                log.warning("skipping %s: its name is not a valid key", entry[0])
+                continue
+            if entry[0] in found:
+                log.warning("skipping %s: the key is also stored under its canonical name", entry[0])
+                continue
+            found[entry[0]] = entry
+        return list(found.values())
 
     def last_sequence(self) -> int:
         """The sequence number of the newest change in the journal (0 when none)."""
@@ -827,6 +829,30 @@ class FileSystemStore(AbstractStore):
             "SELECT seq, key, kind, metadata, origin, timestamp FROM journal WHERE seq > ? "
             "ORDER BY seq LIMIT ?", (int(sequence), int(limit))).fetchall()
         return [JournalEntry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create the index tables; an index of another schema version is dropped and rebuilt
+    from the files on connect (the change journal is kept)."""
+    conn.executescript(_SCHEMA)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT value FROM settings WHERE name='schema'").fetchone()
+        if row is None or row[0] != _SCHEMA_VERSION:
+            if row is not None or conn.execute("SELECT count(*) FROM keys").fetchone()[0]:
+                log.warning("rebuilding an index of schema %s as schema %s", row and row[0], _SCHEMA_VERSION)
+            for table in ("keys", "meta", "pending"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute("DELETE FROM settings WHERE name='indexed'")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT OR REPLACE INTO settings(name, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _prefix_end(prefix: str) -> str:
