@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -255,6 +256,36 @@ class ProgressReader(io.RawIOBase):
 
     def fileno(self) -> int:
         return self._stream.fileno()
+
+    def copy_to_fd(self, fd: int) -> bool:
+        """Copy the rest of a regular-file source into ``fd`` in the kernel.
+
+        Progress is reported per ``buffer_size`` as with ``read``. Returns False, having
+        copied nothing, when the source is not a regular file or the kernel cannot copy
+        between the two files; the caller then reads as usual.
+        """
+        try:
+            src = self._stream.fileno()
+            if not stat.S_ISREG(os.fstat(src).st_mode):
+                return False
+            pos = self._stream.tell()  # a buffered stream's logical position
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return False
+        first = True
+        while True:
+            try:
+                n = os.copy_file_range(src, fd, self.buffer_size, pos)
+            except OSError as exc:
+                if first and exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
+                    return False
+                raise
+            first = False
+            if n == 0:
+                break
+            pos += n
+            self._progress.advance(n)
+        self._stream.seek(pos)
+        return True
 
 
 def _stream_size(stream: Any) -> int:

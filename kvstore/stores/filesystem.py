@@ -40,7 +40,6 @@ import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -81,6 +80,7 @@ CREATE TABLE IF NOT EXISTS journal(
 CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, ops TEXT NOT NULL, commit_id TEXT NOT NULL);
 """
 _JOURNAL_KEEP = 100_000
+_EAGER_READ = 65536  # values up to this size are read whole by get()
 _JOURNAL_TRIM_EVERY = 1_000
 
 
@@ -125,11 +125,13 @@ class _Staging:
 class _Fd:
     """An open file descriptor shared by a Value and its streams; closed when all are gone."""
 
-    __slots__ = ("fd", "__weakref__")
+    __slots__ = ("fd",)
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        weakref.finalize(self, os.close, fd)
+
+    def __del__(self) -> None:
+        os.close(self.fd)
 
 
 class _RangeReader(io.RawIOBase):
@@ -368,14 +370,15 @@ class FileSystemStore(AbstractStore):
         path = self._tmp(".part")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            size = source.buffer_size
-            while True:
-                chunk = source.read(size)
-                if not chunk:
-                    break
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+            # A regular file is copied by the kernel; anything else is read in chunks.
+            if not source.copy_to_fd(fd):
+                while True:
+                    chunk = source.read(source.buffer_size)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
             if self.durable:
                 os.fsync(fd)
         except BaseException:
@@ -414,18 +417,30 @@ class FileSystemStore(AbstractStore):
         conn = self._conn()
         # Under the shared lock no commit is half-applied, so the index row and the data
         # file opened are of the same commit; the open descriptor keeps that data.
-        with self._shared():
-            row = conn.execute("SELECT metadata, created, modified, path FROM keys WHERE key=?",
-                               (key,)).fetchone()
-            if row is None:
-                raise KeyError(key)
+        with self._mutex:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
             try:
-                fd = os.open(self._locate(key, row[3])[0], os.O_RDONLY)
-            except (FileNotFoundError, NotADirectoryError):
-                raise StoreError(f"the data file of {key!r} is missing: the directory was changed "
-                                 f"behind the store's back; call reindex()") from None
-        st = os.fstat(fd)
-        return _fd_value(fd, st.st_size, row[0], row[1], row[2])
+                row = conn.execute("SELECT metadata, created, modified, path FROM keys WHERE key=?",
+                                   (key,)).fetchone()
+                if row is None:
+                    raise KeyError(key)
+                try:
+                    fd = os.open(self._locate(key, row[3])[0], os.O_RDONLY)
+                except (FileNotFoundError, NotADirectoryError):
+                    raise StoreError(f"the data file of {key!r} is missing: the directory was changed "
+                                     f"behind the store's back; call reindex()") from None
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        size = os.fstat(fd).st_size
+        if size <= _EAGER_READ:
+            # Small values are read at once: no descriptor stays open for them.
+            try:
+                data = os.pread(fd, size, 0)
+            finally:
+                os.close(fd)
+            return Value(size=len(data), metadata_json=row[0], created=row[1], modified=row[2],
+                         opener=lambda start, end: io.BytesIO(data[start:end]))
+        return _fd_value(fd, size, row[0], row[1], row[2])
 
     def _get_metadata(self, key: str) -> Dict[str, Any]:
         staging = self._tx_state()
