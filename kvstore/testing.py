@@ -326,6 +326,19 @@ class StoreConformance:
         assert store.to_bytes("g") == b"bytes!"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin", "src.bin"]
 
+    def test_partly_read_file_as_source(self, store: Any, tmp_path: Any) -> None:
+        src = tmp_path / "partly.bin"
+        src.write_bytes(bytes(range(256)) * 400)
+        with open(src, "rb") as f:
+            f.read(1000)  # buffered: the OS position is further on than the stream's
+            store.set_data("rest", f, buffer_size=4096)
+            assert f.read() == b""
+        assert store.to_bytes("rest") == src.read_bytes()[1000:]
+        with open(src, "rb", buffering=0) as f:
+            f.seek(5)
+            store.set("raw", (f, {}))
+        assert store.to_bytes("raw") == src.read_bytes()[5:]
+
     def test_context_manager_and_info(self, store: Any) -> None:
         info = store.info()
         assert isinstance(info, dict) and info["type"] == type(store).__name__
