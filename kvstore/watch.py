@@ -18,16 +18,17 @@ writing the directory. The journal, not the files, is the source of the watcher'
   but never loses it.
 
 A value is never reported half-written: a journal row exists only once its commit has
-passed, and before sending events the reader takes the store lock shared for a moment,
-which waits for the writer to finish renaming the files of that commit; so a receiver's
-``get()`` already sees the change.
+passed, and the data and metadata were complete (in temporary files) before that. A
+receiver that reads the key sees the change: ``get_metadata``, ``exists`` and ``query`` read
+the index, committed with the journal row, and ``get`` takes the store lock shared, which
+waits for the writer to finish renaming the files of that commit. (The watcher itself does
+not wait for that lock: a writer descheduled while holding it would delay every event.)
 
 This module needs the ``watch`` extra: ``pip install 'kvstore[watch]'``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -93,15 +94,14 @@ class JournalGapWarning(UserWarning):
         self.last = last
 
 
-def _load_watchdog() -> Tuple[Any, Any]:
-    """Import watchdog's native observer and the event base class, or say how to install it."""
+def _load_watchdog() -> Any:
+    """Import watchdog's native observer class, or say how to install it."""
     try:
-        from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
     except ImportError as exc:
         raise ImportError(f"FileSystemWatcher needs the watchdog package; install it with: "
                           f"{_INSTALL_HINT}") from exc
-    return Observer, FileSystemEventHandler
+    return Observer
 
 
 class _Waker:
@@ -179,7 +179,7 @@ class FileSystemWatcher:
             raise ValueError(f"poll_interval must be > 0, not {poll_interval!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
-        self._observer_class, _ = _load_watchdog()
+        self._observer_class = _load_watchdog()
         self.store = store
         self.since = since
         self.poll_interval = float(poll_interval)
@@ -188,9 +188,9 @@ class FileSystemWatcher:
         self._control = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._ready = threading.Event()
         self._reader: Optional[threading.Thread] = None
         self._observer: Any = None
-        self._lock_fd = -1  # the reader's descriptor of the store lock file
         self._identity: Tuple[Tuple[int, int], ...] = ()
         self._error: Optional[BaseException] = None
         self._error_raised = False
@@ -263,7 +263,6 @@ class FileSystemWatcher:
             internal = os.path.join(store.path, _INTERNAL_DIR)
             try:
                 self._identity = self._identify()
-                lock_fd = os.open(os.path.join(internal, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise StoreError(f"cannot watch {store.path}: {exc}") from exc
             observer = self._observer_class()
@@ -271,7 +270,6 @@ class FileSystemWatcher:
                 observer.schedule(_Waker(self._wake), internal, recursive=False)
                 observer.start()
             except BaseException:
-                os.close(lock_fd)
                 # The inotify observer starts a reading thread in its constructor.
                 observer.stop()
                 if observer.is_alive():
@@ -282,9 +280,17 @@ class FileSystemWatcher:
             self._error_raised = False
             self._stopping.clear()
             self._wake.set()  # deliver the backlog (since=) at once
-            self._reader = threading.Thread(target=self._run, args=(lock_fd,), daemon=True,
+            self._reader = threading.Thread(target=self._run, daemon=True,
                                             name=f"kvstore-watch:{store.path}")
+            self._ready.clear()
             self._reader.start()
+            # Wait for the reader's own SQLite connection to be open, so that whatever
+            # happens to the directory from now on, the reader never creates files there.
+            while not self._ready.wait(0.05) and self._reader.is_alive():
+                pass
+            if not self._ready.is_set():
+                self._shutdown()
+                self._raise_error()
             log.debug("watching %s from sequence %s", store.path, self._position)
         return self
 
@@ -346,9 +352,11 @@ class FileSystemWatcher:
         return True
 
     def __enter__(self) -> "FileSystemWatcher":
+        """Start the watcher (see :meth:`start`)."""
         return self.start()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Stop the watcher; its error is raised unless the block is already raising."""
         if exc_type is None:
             self.stop()
             return
@@ -364,18 +372,25 @@ class FileSystemWatcher:
 
     # ------------------------------------------------------------ reader thread
 
-    def _run(self, lock_fd: int) -> None:
+    def _run(self) -> None:
         timeout = 0.0
         rechecks = 0
-        self._lock_fd = lock_fd
         try:
+            self.store.last_sequence()  # opens this thread's connection
+            self._ready.set()
             while True:
                 woke = self._wake.wait(timeout)
                 if self._stopping.is_set():
                     return
                 self._wake.clear()
                 self._check_directory()
-                found = self._drain()
+                try:
+                    found = self._drain()
+                except Exception:
+                    # A store removed while being read fails in SQLite with a vague
+                    # "disk I/O error": report the cause rather than the symptom.
+                    self._check_directory()
+                    raise
                 if found or not woke:
                     rechecks = 0
                     timeout = self.poll_interval
@@ -384,10 +399,8 @@ class FileSystemWatcher:
                     rechecks += 1
                 else:
                     timeout = self.poll_interval
-        except BaseException as exc:  # noqa: BLE001 - kept and re-raised by stop()/wait()
+        except BaseException as exc:  # noqa: BLE001 - kept, logged, raised by stop() / wait()
             self._fail(exc)
-        finally:
-            os.close(lock_fd)
 
     def _drain(self) -> int:
         """Send every journal row after the position; return the number of rows read."""
@@ -400,7 +413,6 @@ class FileSystemWatcher:
                 return total
             if entries[0].sequence > position + 1:
                 self._check_gap(position, entries[0].sequence)
-            self._wait_applied()
             for entry in entries:
                 if self._stopping.is_set():
                     return total
@@ -433,21 +445,6 @@ class FileSystemWatcher:
         warning = JournalGapWarning(self.store.path, position + 1, last)
         log.error("%s", warning)
         warnings.warn(warning, stacklevel=2)
-
-    def _wait_applied(self) -> None:
-        # A journal row is visible from its COMMIT on, but the writer renames the files of
-        # that commit afterwards, still holding the store lock exclusively. Taking the lock
-        # shared and letting go waits for that, so receivers that call get() see the change.
-        # Non-blocking tries keep stop() prompt if a writer hangs while holding the lock.
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if self._stopping.wait(0.0002):
-                    return
-                continue
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            return
 
     def _identify(self) -> Tuple[Tuple[int, int], ...]:
         paths = (self.store.path, os.path.join(self.store.path, _INTERNAL_DIR, "index.sqlite"))

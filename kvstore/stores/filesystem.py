@@ -39,6 +39,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -246,7 +247,6 @@ class FileSystemStore(AbstractStore):
         self._counter = itertools.count()
         self._token = uuid.uuid4().hex[:12]
         self._seq_commit = 0
-        self._commits = 0
         self._schema_ready = False
         # id of the last commit whose file operations this instance applied itself, so
         # that it does not replay them (see _replay_pending)
@@ -304,8 +304,15 @@ class FileSystemStore(AbstractStore):
         ident = threading.get_ident()
         conn = self._conns.get(ident)
         if conn is None:
-            conn = sqlite3.connect(os.path.join(self._internal, "index.sqlite"), timeout=60,
-                                   isolation_level=None, check_same_thread=False)
+            # Only the first connection may create the index: a later one finding it gone
+            # (the directory was removed) must fail, not start an empty index.
+            mode = "rw" if self._schema_ready else "rwc"
+            uri = "file:" + urllib.parse.quote(os.path.join(self._internal, "index.sqlite")) + "?mode=" + mode
+            try:
+                conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None,
+                                       check_same_thread=False)
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"cannot open the index of {self.path}: {exc}") from exc
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             with self._mutex:
@@ -605,9 +612,12 @@ class FileSystemStore(AbstractStore):
             # This commit's file operations replace the previous commit's (applied by now).
             conn.execute("INSERT OR REPLACE INTO pending(id, ops, commit_id) VALUES (1, ?, ?)",
                          (json.dumps(files), commit_id))
-            self._commits += 1
-            if changes and self._commits % _JOURNAL_TRIM_EVERY == 0:
-                self._trim_journal(conn, changes[-1].sequence or 0)
+            # Trim when this commit's sequence numbers cross a multiple of the interval, so
+            # that short-lived writers trim too.
+            if changes:
+                first, last = changes[0].sequence or 0, changes[-1].sequence or 0
+                if (first - 1) // _JOURNAL_TRIM_EVERY != last // _JOURNAL_TRIM_EVERY:
+                    self._trim_journal(conn, last)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -1,0 +1,236 @@
+"""How fast does a change made in another process reach this process's signals?
+
+Measures, in one run and on the same machine:
+
+* **single changes**: another process commits one change every few milliseconds; latency
+  from its commit to the ``store_set`` signal in this process (FileSystemWatcher);
+* **burst**: another process commits N changes back to back; the latency of each;
+* **bridge throughput**: a journal backlog of M changes delivered by a fresh watcher
+  (``since=``), in events per second;
+* **raw inotify** (the floor the bridge sits on): another process writes a plain file;
+  latency until a watchdog handler in this process sees it closed.
+
+Latency is ``time.time()`` on receipt minus the writer's ``time.time()``. For kvstore that
+is the change's ``event.timestamp``, which the writer takes when it starts its commit
+(lock held, before the SQLite COMMIT), so the figure includes the commit itself; for the
+raw file it is taken just before ``open()``. Both processes share one clock.
+
+Run: ``python bench/bench_watch.py`` (options: ``--help``). Needs ``kvstore[watch]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Tuple
+
+import kvstore
+from kvstore import signals
+from kvstore.watch import FileSystemWatcher
+
+SPACING = 0.005  # seconds between two single changes / two raw file writes
+
+
+# ---------------------------------------------------------------- the other process
+
+
+def writer(kind: str, path: str, n: int) -> None:
+    """Run in the child process: make ``n`` changes of ``kind`` at ``path``."""
+    if kind == "files":
+        for i in range(n):
+            name = os.path.join(path, f"f{i:06d}")
+            t0 = time.time()
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, repr(t0).encode())
+            os.close(fd)
+            time.sleep(SPACING)
+        return
+    with kvstore.FileSystemStore(path) as store:
+        if kind == "singles":
+            for i in range(n):
+                store.set(f"single/{i}", (io.BytesIO(b"x"), {"i": i}))
+                time.sleep(SPACING)
+        elif kind == "burst":
+            for i in range(n):
+                store.set(f"burst/{i}", (io.BytesIO(b"x"), {"i": i}))
+        elif kind == "backlog":  # fast: 1,000 changes per commit
+            for start in range(0, n, 1000):
+                with store.transaction("backlog"):
+                    for i in range(start, min(n, start + 1000)):
+                        store.set_metadata(f"backlog/{i % 5000}", {"i": i})
+        else:
+            raise SystemExit(f"unknown writer kind {kind!r}")
+
+
+def spawn(kind: str, path: str, n: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--writer", kind, path, str(n)])
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> None:
+    if proc.wait(timeout=timeout) != 0:
+        raise SystemExit(f"the writer process failed ({proc.returncode})")
+
+
+# ---------------------------------------------------------------- this process
+
+
+class Arrivals:
+    """Receive times of events; wait (with a deadline) for a count."""
+
+    def __init__(self) -> None:
+        self.items: List[Tuple[float, Any]] = []
+        self.cond = threading.Condition()
+
+    def add(self, item: Any) -> None:
+        now = time.time()
+        with self.cond:
+            self.items.append((now, item))
+            self.cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.items) >= n, timeout):
+                raise SystemExit(f"only {len(self.items)} of {n} arrivals within {timeout} s")
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def kvstore_latencies(kind: str, n: int) -> Tuple[List[float], float, float]:
+    """Latencies (s) of ``n`` changes of ``kind`` from a child process; elapsed seconds from
+    the first commit to the last signal; this process's CPU seconds meanwhile."""
+    with tempfile.TemporaryDirectory() as tmp, kvstore.FileSystemStore(tmp, create=True) as store:
+        arrivals = Arrivals()
+
+        def receiver(sender: Any, event: Any = None) -> None:
+            arrivals.add(event)
+
+        with signals.store_set.connected_to(receiver, sender=store), FileSystemWatcher(store):
+            cpu = cpu_seconds()
+            proc = spawn(kind, tmp, n)
+            arrivals.wait_for(n, timeout=60 + n * 0.05)
+            cpu = cpu_seconds() - cpu
+            finish(proc, 30)
+        assert all(e.remote for _, e in arrivals.items)
+        lat = [t - e.timestamp for t, e in arrivals.items]
+        elapsed = arrivals.items[-1][0] - arrivals.items[0][1].timestamp
+        return lat, elapsed, cpu
+
+
+def bridge_throughput(m: int) -> float:
+    """Events per second a fresh watcher delivers from a backlog of ``m`` journal rows."""
+    with tempfile.TemporaryDirectory() as tmp, kvstore.FileSystemStore(tmp, create=True) as store:
+        before = store.last_sequence()
+        finish(spawn("backlog", tmp, m), 300)
+        count = 0
+        done = threading.Event()
+
+        def receiver(sender: Any, event: Any = None) -> None:
+            nonlocal count
+            count += 1
+            if count == m:
+                done.set()
+
+        with signals.store_set.connected_to(receiver, sender=store), \
+                signals.store_update.connected_to(receiver, sender=store):
+            t0 = time.perf_counter()
+            with FileSystemWatcher(store, since=before):
+                if not done.wait(timeout=120):
+                    raise SystemExit(f"only {count} of {m} backlog events within 120 s")
+                elapsed = time.perf_counter() - t0
+        return m / elapsed
+
+
+def inotify_latencies(n: int) -> List[float]:
+    """Latencies (s) of ``n`` plain file writes in a child process, seen by watchdog."""
+    from watchdog.observers import Observer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        arrivals = Arrivals()
+
+        class Handler:
+            def dispatch(self, event: Any) -> None:
+                if event.event_type == "closed":
+                    arrivals.add(event.src_path)
+
+        observer = Observer()
+        observer.schedule(Handler(), tmp, recursive=False)
+        observer.start()
+        try:
+            proc = spawn("files", tmp, n)
+            arrivals.wait_for(n, timeout=60 + n * 0.05)
+            finish(proc, 30)
+        finally:
+            observer.stop()
+            observer.join()
+        lat = []
+        for t, src in arrivals.items:
+            with open(src, "rb") as f:
+                lat.append(t - float(f.read()))
+        return lat
+
+
+# ---------------------------------------------------------------- report
+
+
+def stats(lat: List[float]) -> Dict[str, float]:
+    ms = sorted(x * 1000 for x in lat)
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return {"n": len(ms), "p50": q[49], "p99": q[98], "max": ms[-1]}
+
+
+def row(name: str, s: Dict[str, float]) -> str:
+    return f"  {name:<38} n={s['n']:>6}  p50 {s['p50']:7.2f} ms  p99 {s['p99']:7.2f} ms  max {s['max']:7.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--singles", type=int, default=300, help="single changes (default 300)")
+    parser.add_argument("--burst", type=int, default=1000, help="changes in the burst (default 1000)")
+    parser.add_argument("--backlog", type=int, default=20000, help="backlog for throughput (default 20000)")
+    parser.add_argument("--files", type=int, default=300, help="raw inotify file writes (default 300)")
+    parser.add_argument("--writer", nargs=3, metavar=("KIND", "PATH", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.writer:
+        kind, path, n = args.writer
+        writer(kind, path, int(n))
+        return
+
+    import watchdog.version
+
+    print(f"kvstore {kvstore.__version__}, watchdog {watchdog.version.VERSION_STRING}, "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), "
+          f"load average {os.getloadavg()[0]:.1f} (tails grow with it)")
+    raw = stats(inotify_latencies(args.files))
+    single_lat, _, _ = kvstore_latencies("singles", args.singles)
+    single = stats(single_lat)
+    burst_lat, burst_elapsed, burst_cpu = kvstore_latencies("burst", args.burst)
+    burst = stats(burst_lat)
+    rate = bridge_throughput(args.backlog)
+
+    print("latency, another process's commit -> this process's signal")
+    print(row("raw inotify (file write -> watchdog)", raw))
+    print(row("FileSystemWatcher, single changes", single))
+    print(row(f"FileSystemWatcher, {args.burst}-change burst", burst))
+    print(f"  burst end to end: {args.burst / burst_elapsed:,.0f} changes/s (bounded by the writer); "
+          f"listener CPU {burst_cpu / args.burst * 1e6:.0f} us per event (watchdog's threads included)")
+    print(f"bridge throughput (backlog of {args.backlog:,} via since=): {rate:,.0f} events/s")
+    print("ratios to raw inotify (p50 / p99):")
+    for name, s in (("single", single), ("burst", burst)):
+        print(f"  {name:<7} {s['p50'] / raw['p50']:5.1f}x / {s['p99'] / raw['p99']:5.1f}x")
+    ok = all(s["p50"] < 10 and s["p99"] < 50 for s in (single, burst))
+    print(f"targets (p50 < 10 ms, p99 < 50 ms, singles and burst): {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
