@@ -43,7 +43,7 @@ import urllib.parse
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .._keys import (
     DATA_SUFFIX,
@@ -357,13 +357,12 @@ class FileSystemStore(AbstractStore):
         # keeps two instances of one process apart. Names are never reused.
         return os.path.join(self._tmpdir, f"{os.getpid()}-{self._token}-{next(self._counter)}{suffix}")
 
-    def _write_tmp(self, data: bytes) -> str:
+    def _new_tmp(self, fill: Callable[[int], None]) -> str:
+        """A new temporary file filled by ``fill(fd)``; removed again if that fails."""
         path = self._tmp(".part")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            fill(fd)
             if self.durable:
                 os.fsync(fd)
         except BaseException:
@@ -373,27 +372,21 @@ class FileSystemStore(AbstractStore):
         os.close(fd)
         return path
 
+    def _write_tmp(self, data: bytes) -> str:
+        return self._new_tmp(lambda fd: _write_all(fd, data))
+
     def _stage_stream(self, source: ProgressReader) -> str:
-        path = self._tmp(".part")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
+        def fill(fd: int) -> None:
             # A regular file is copied by the kernel; anything else is read in chunks.
-            if not source.copy_to_fd(fd):
-                while True:
-                    chunk = source.read(source.buffer_size)
-                    if not chunk:
-                        break
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-            if self.durable:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink(path)
-            raise
-        os.close(fd)
-        return path
+            if source.copy_to_fd(fd):
+                return
+            while True:
+                chunk = source.read(source.buffer_size)
+                if not chunk:
+                    return
+                _write_all(fd, chunk)
+
+        return self._new_tmp(fill)
 
     # ------------------------------------------------------------ reads
 
@@ -891,6 +884,12 @@ def _prefix_end(prefix: str) -> str:
             return prefix[:-1] + chr(nxt)
         prefix = prefix[:-1]
     return "\U0010ffff" * 256
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _unlink(path: Optional[str]) -> None:
