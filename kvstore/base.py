@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
 )
 
@@ -235,7 +237,7 @@ class ProgressReader(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            chunks = []
+            chunks: List[bytes] = []
             while True:
                 chunk = self.read(self.buffer_size)
                 if not chunk:
@@ -311,6 +313,7 @@ def _as_stream(data: Any) -> Any:
 
 
 _NO_KEY = object()
+_StoreT = TypeVar("_StoreT", bound="AbstractStore")
 
 ValueLike = Union[Value, Tuple[Any, Mapping[str, Any]]]
 
@@ -426,7 +429,7 @@ class AbstractStore(ABC):
         d.update(self._info())
         return d
 
-    def __enter__(self) -> "AbstractStore":
+    def __enter__(self: _StoreT) -> _StoreT:
         if not self._connected:
             self.connect()
         return self
@@ -510,14 +513,15 @@ class AbstractStore(ABC):
         key or store_update for an existing one (held until commit inside a transaction).
         """
         self._ready(key)
+        given: Any
         if isinstance(value, Value):
-            stream, metadata = value.data, value.metadata
+            stream, given = value.data, value.metadata
         else:
             try:
-                stream, metadata = value
+                stream, given = value
             except (TypeError, ValueError):
                 raise TypeError("value must be a Value or a (stream, metadata) pair") from None
-        metadata = json.loads(dump_metadata(metadata))
+        metadata: Dict[str, Any] = json.loads(dump_metadata(given))
         self._write_stream(key, _as_stream(stream), metadata, buffer_size, "set")
 
     def set_data(self, key: str, data: Any, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
@@ -534,8 +538,7 @@ class AbstractStore(ABC):
         Events: store_set or store_update.
         """
         self._ready(key)
-        metadata = json.loads(dump_metadata(metadata))
-        self._apply(self._write(key, None, metadata, None))
+        self._apply(self._write(key, None, json.loads(dump_metadata(metadata)), None))
 
     def update_metadata(self, key: str, metadata: Mapping[str, Any]) -> None:
         """Merge ``metadata`` into the stored metadata, atomically (no concurrent update is lost).
@@ -758,10 +761,9 @@ class AbstractStore(ABC):
             if not signal.receivers:
                 continue
             cls = MODIFICATION_CLASSES[change.kind]
-            extra = {} if change.timestamp is None else {"timestamp": change.timestamp}
             self._send(signal, cls(store=self, origin=self.origin, key=change.key,
-                                   metadata=_copy_metadata(change.metadata),
-                                   sequence=change.sequence, **extra))
+                                   metadata=_copy_metadata(change.metadata), sequence=change.sequence,
+                                   timestamp=time.time() if change.timestamp is None else change.timestamp))
 
     def _send(self, signal: Any, event: StoreEvent) -> None:
         # A failing receiver must not turn a write that happened into one that seems to
