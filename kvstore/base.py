@@ -171,7 +171,9 @@ class Subscription:
     def cancel(self) -> None:
         """Stop delivering events; safe to call more than once."""
         for sig in self._signals:
-            sig.disconnect(self._on_event, sender=self.store)
+            # Without sender=: blinker would keep the receiver in signal.receivers, and
+            # the stores' no-listener fast path would be lost for good.
+            sig.disconnect(self._on_event)
         self._signals = []
 
     def __enter__(self) -> "Subscription":

@@ -262,9 +262,9 @@ class _ProgressBars:
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar_class is not None:
-            signals.progress_start.disconnect(self._on_start, sender=self.store)
-            signals.progress_step.disconnect(self._on_step, sender=self.store)
-            signals.progress_end.disconnect(self._on_end, sender=self.store)
+            signals.progress_start.disconnect(self._on_start)
+            signals.progress_step.disconnect(self._on_step)
+            signals.progress_end.disconnect(self._on_end)
         for op_id in list(self._ops):
             self.end(op_id)
 
@@ -514,7 +514,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
             _check_redis(args.redis)
             relay_module = _import_bridge("relay", "redis")
             bridge = relay_module.RedisRelay(store, args.redis, channel=args.channel)
-            via = f"Redis {args.redis} channel {args.channel!r}"
+            from .relay import redact_url
+
+            via = f"Redis {redact_url(args.redis)} channel {args.channel!r}"
         elif isinstance(store, FileSystemStore):
             watch_module = _import_bridge("watch", "watch")
             options = {} if args.since is None else {"since": args.since}

@@ -22,6 +22,7 @@ import io
 import json
 import math
 import threading
+import time
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
@@ -30,7 +31,7 @@ from . import signals
 from .base import Value
 from .errors import InvalidKeyError, NotConnectedError
 
-__all__ = ["StoreConformance", "EventRecorder", "ODD_KEYS", "BAD_KEYS"]
+__all__ = ["StoreConformance", "EventRecorder", "ODD_KEYS", "BAD_KEYS", "wait_for"]
 
 #: Keys every backend must store and give back exactly.
 ODD_KEYS = [
@@ -107,6 +108,21 @@ ALL_SIGNALS = {
 }
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "a condition",
+             interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until it returns something true and return that; fail with an
+    AssertionError naming ``what`` after ``timeout`` seconds. Tests wait with this, never
+    with a bare sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
 class EventRecorder:
     """Records every signal sent for ``store`` as ``(signal name, event)``."""
 
@@ -124,7 +140,7 @@ class EventRecorder:
 
     def close(self) -> None:
         for sig, receiver in self._receivers:
-            sig.disconnect(receiver, sender=self.store)
+            sig.disconnect(receiver)
         self._receivers = []
 
     def names(self) -> List[str]:
@@ -568,7 +584,7 @@ class StoreConformance:
             store.delete("k")
         finally:
             for sig in (signals.store_set, signals.store_update, signals.store_delete):
-                sig.disconnect(receiver, sender=store)
+                sig.disconnect(receiver)
         assert seen == [("set", b"v1", {"n": 1}), ("update", b"v1", {"n": 1, "m": 2}), ("delete", False)]
 
     def test_event_metadata_is_a_copy(self, store: Any, events: EventRecorder) -> None:
@@ -584,7 +600,7 @@ class StoreConformance:
         try:
             store.set("k", _pair(b"x", {}))
         finally:
-            signals.store_set.disconnect(bad, sender=store)
+            signals.store_set.disconnect(bad)
         assert store.get_data("k").read() == b"x"
 
     def test_progress_events(self, store: Any, events: EventRecorder, tmp_path: Any) -> None:

@@ -15,10 +15,11 @@ import sys
 import termios
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
+from kvstore import testing
 from kvstore.cli import main, parse_assignment, parse_value
 
 COMMANDS = ["put", "get", "meta", "rm", "ls", "query", "info", "watch", "demo"]
@@ -60,16 +61,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     return lines[0]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it is true or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "a condition") -> Any:
+    return testing.wait_for(predicate, timeout, what)
 
 
 class LineReader:

@@ -16,14 +16,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
 import kvstore
-from kvstore import signals
+from kvstore import signals, testing
 from kvstore.errors import NotConnectedError, StoreError
 from kvstore.stores.filesystem import FileSystemStore
 
@@ -106,13 +105,8 @@ def expected_events(ops: List[list]) -> List[Tuple[str, str, dict]]:
     return out
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "a condition") -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "a condition") -> Any:
+    return testing.wait_for(predicate, timeout, what)
 
 
 class Writer:

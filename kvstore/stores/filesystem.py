@@ -47,9 +47,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from .._keys import (
     DATA_SUFFIX,
-    check_key,
     METADATA_SUFFIX,
     canonical,
+    check_key,
     key_to_relpath,
     matches,
     relpath_to_key,

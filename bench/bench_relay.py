@@ -1,0 +1,278 @@
+"""Figures for the Redis relay, measured against raw redis-py in the same run.
+
+Usage::
+
+    python bench/bench_relay.py [--burst N] [--paced N] [--sets N]
+
+Starts its own redis-server on 127.0.0.1 (tests/redis_server.py) and prints:
+
+1. events/s and p50/p99 latency between two processes: a store + relay writing
+   ``set_metadata`` in this process, a store + relay receiving in a child process, next to
+   raw redis-py ``PUBLISH`` -> pub/sub receive of a message of the same size. Throughput
+   comes from a burst (as fast as the sender goes); latency from paced sends (one per ms),
+   measured from the write (the event's timestamp) to the remote receiver being called.
+2. the cost of an attached relay on ``MemoryStore.set`` of a 100-byte value, as a ratio to
+   the same loop without a relay (and with a no-op subscriber, the price of having
+   events at all).
+
+Goals (issue 5): relay >= 50% of raw throughput, p50 < 2 ms on loopback, set overhead < 20%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import kvstore  # noqa: E402
+from kvstore import signals  # noqa: E402
+from kvstore.relay import RedisRelay  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+
+CHANNEL = "bench"
+PAD = "x" * 160  # raw messages as long as the relay's JSON for the same event
+
+
+# ----------------------------------------------------------------- child side
+
+class Collector:
+    """Per phase: count, latencies (s), first send and last receive times."""
+
+    def __init__(self, counts: Dict[str, int]) -> None:
+        self.counts = counts
+        self.lat: Dict[str, List[float]] = {p: [] for p in counts}
+        self.first_sent: Dict[str, float] = {}
+        self.last_rx: Dict[str, float] = {}
+        self.done = {p: threading.Event() for p in counts}
+
+    def add(self, phase: str, sent: float) -> None:
+        now = time.time()
+        self.lat[phase].append(now - sent)
+        self.first_sent.setdefault(phase, sent)
+        self.last_rx[phase] = now
+        if len(self.lat[phase]) == self.counts[phase]:
+            print(f"done {phase}", flush=True)
+            self.done[phase].set()
+
+    def result(self) -> Dict[str, Any]:
+        out = {}
+        for phase, lat in self.lat.items():
+            span = self.last_rx.get(phase, 0) - self.first_sent.get(phase, 0)
+            out[phase] = {"count": len(lat), "span": span, "lat": sorted(lat)}
+        return out
+
+
+def child(mode: str, url: str, burst: int, paced: int) -> None:
+    collector = Collector({"burst": burst, "paced": paced})
+    if mode == "raw":
+        import redis
+
+        client = redis.Redis.from_url(url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(CHANNEL)
+        while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
+            pass
+        print("ready", flush=True)
+        while not collector.done["paced"].is_set():
+            message = pubsub.get_message(timeout=5.0)
+            if message is None:
+                break
+            data = json.loads(message["data"])
+            collector.add(data["phase"], data["t"])
+        pubsub.close()
+        client.close()
+    else:
+        store = kvstore.MemoryStore(name="child")
+
+        def on_event(event: Any) -> None:
+            if event.remote:
+                collector.add(event.metadata["phase"], event.timestamp)
+
+        with store, RedisRelay(store, url, channel=CHANNEL) as relay, store.subscribe(on_event):
+            relay.wait_ready(10)
+            print("ready", flush=True)
+            collector.done["burst"].wait(60)
+            collector.done["paced"].wait(60)
+    print(json.dumps(collector.result()), flush=True)
+
+
+# ---------------------------------------------------------------- parent side
+
+def spawn(mode: str, url: str, burst: int, paced: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", mode, url,
+                             str(burst), str(paced)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        raise RuntimeError(f"child {mode} did not start: {line!r}")
+    return proc
+
+
+def expect(proc: subprocess.Popen, line: str) -> None:
+    assert proc.stdout is not None
+    got = proc.stdout.readline().strip()
+    if got != line:
+        raise RuntimeError(f"child said {got!r}, expected {line!r}")
+
+
+def run_pair(mode: str, url: str, burst: int, paced: int) -> Dict[str, Any]:
+    proc = spawn(mode, url, burst, paced)
+    try:
+        if mode == "raw":
+            import redis
+
+            client = redis.Redis.from_url(url)
+
+            def send(phase: str, i: int) -> None:
+                client.publish(CHANNEL, json.dumps(
+                    {"phase": phase, "i": i, "t": time.time(), "pad": PAD}))
+        else:
+            store = kvstore.MemoryStore(name="parent")
+            store.connect()
+            # "block": measure what the relay sustains, rather than what it drops
+            relay = RedisRelay(store, url, channel=CHANNEL, on_full="block").start()
+            relay.wait_ready(10)
+
+            def send(phase: str, i: int) -> None:
+                store.set_metadata(f"key/{i}", {"phase": phase, "i": i})
+
+        for i in range(burst):
+            send("burst", i)
+        expect(proc, "done burst")
+        next_at = time.perf_counter()
+        for i in range(paced):
+            next_at += 0.001
+            # pace the workload (sleeping, so other threads run, as in a real program)
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+            send("paced", i)
+        expect(proc, "done paced")
+        assert proc.stdout is not None
+        result = json.loads(proc.stdout.readline())
+        proc.wait(30)
+    finally:
+        if mode == "raw":
+            client.close()
+        else:
+            relay.stop()
+            store.disconnect()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return result
+
+
+def pct(sorted_values: List[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def time_sets(store: Any, n: int) -> float:
+    value = b"x" * 100
+    t = time.perf_counter()
+    for i in range(n):
+        store.set(f"key/{i % 100}", (value, {"i": i}))
+    return time.perf_counter() - t
+
+
+def _noop(sender: Any, **kwargs: Any) -> None:
+    pass
+
+
+def overhead(url: str, n: int, rounds: int = 5) -> Dict[str, Any]:
+    """Best-of-``rounds`` seconds for ``n`` sets per configuration, rounds interleaved."""
+    configs: Dict[str, Any] = {
+        "bare": None,
+        "subscriber": "subscriber",
+        "relay": {},
+        "relay_block": {"on_full": "block"},
+        "relay_minbytes": {"on_full": "block", "progress_min_bytes": 65536},
+        "relay_noprogress": {"progress": False, "on_full": "block"},
+    }
+    best = {name: float("inf") for name in configs}
+    dropped = {name: 0 for name in configs}
+    store = kvstore.MemoryStore()
+    store.connect()
+    time_sets(store, n // 10)  # warm up
+    for _ in range(rounds):
+        for name, config in configs.items():
+            if config is None:
+                best[name] = min(best[name], time_sets(store, n))
+            elif config == "subscriber":
+                # connected_to, not store.subscribe(): Subscription.cancel() leaves the
+                # receiver in blinker's signal.receivers, which would slow later rounds
+                with signals.store_set.connected_to(_noop, sender=store), \
+                        signals.store_update.connected_to(_noop, sender=store):
+                    best[name] = min(best[name], time_sets(store, n))
+            else:
+                relay = RedisRelay(store, url, channel="bench-set", flush_timeout=30, **config)
+                with relay:
+                    relay.wait_ready(10)
+                    best[name] = min(best[name], time_sets(store, n))
+                dropped[name] += relay.stats["dropped"]
+    store.disconnect()
+    return {"best": best, "dropped": dropped}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--burst", type=int, default=20000)
+    parser.add_argument("--paced", type=int, default=2000)
+    parser.add_argument("--sets", type=int, default=20000)
+    args = parser.parse_args()
+    # The relay logs each burst of drops; the counts are printed below instead.
+    logging.getLogger("kvstore.relay").setLevel(logging.ERROR)
+    with RedisServer() as server:
+        print(f"redis-server on {server.host}:{server.port}; burst={args.burst} "
+              f"paced={args.paced} sets={args.sets}")
+        rows = {}
+        for mode in ("raw", "relay"):
+            r = run_pair(mode, server.url, args.burst, args.paced)
+            burst, paced = r["burst"], r["paced"]
+            rows[mode] = {
+                "rate": burst["count"] / burst["span"],
+                "p50": pct(paced["lat"], 0.50) * 1e3,
+                "p99": pct(paced["lat"], 0.99) * 1e3,
+                "burst_p50": pct(burst["lat"], 0.50) * 1e3,
+                "lost": args.burst + args.paced - burst["count"] - paced["count"],
+            }
+        print(f"{'':28}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'burst p50':>11}{'lost':>6}")
+        for mode, label in (("raw", "raw redis-py PUBLISH"), ("relay", "RedisRelay set_metadata")):
+            row = rows[mode]
+            print(f"{label:28}{row['rate']:10.0f}{row['p50']:9.3f}{row['p99']:9.3f}"
+                  f"{row['burst_p50']:11.2f}{row['lost']:6d}")
+        print(f"relay / raw throughput: {rows['relay']['rate'] / rows['raw']['rate']:.2f} "
+              f"(goal >= 0.50); relay p50 {rows['relay']['p50']:.3f} ms (goal < 2 ms)")
+
+        o = overhead(server.url, args.sets)
+        best, dropped = o["best"], o["dropped"]
+        print(f"MemoryStore.set of 100 B, {args.sets} sets, best of 5 interleaved rounds:")
+        labels = {
+            "bare": "no receiver",
+            "subscriber": "a no-op subscriber",
+            "relay": "relay, defaults (drop_oldest)",
+            "relay_block": "relay, on_full='block'",
+            "relay_minbytes": "relay, progress_min_bytes=64K",
+            "relay_noprogress": "relay, progress=False, block",
+        }
+        for name, label in labels.items():
+            print(f"  {label:32}{best[name] / args.sets * 1e6:8.1f} us/set"
+                  f"   x{best[name] / best['bare']:.2f} bare"
+                  f"   x{best[name] / best['subscriber']:.2f} subscriber"
+                  + (f"   ({dropped[name]} events dropped)" if name.startswith("relay") else ""))
+        print("goal: relay overhead on set < 20% (x1.20)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        main()
