@@ -145,6 +145,33 @@ def test_index_of_another_schema_is_rebuilt(fs, caplog):
     fs.connect()
 
 
+def test_journal_of_an_older_schema_is_kept(tmp_path):
+    import sqlite3
+
+    root = tmp_path / "old"
+    root.mkdir()
+    kvstore.init_shared_store(str(root))
+    (root / "k.data").write_bytes(b"x")
+    (root / "k.metadata").write_text('{"n": 1}')
+    (root / ".kvstore").mkdir()
+    db = sqlite3.connect(root / ".kvstore" / "index.sqlite")
+    db.executescript("""
+        CREATE TABLE settings(name TEXT PRIMARY KEY, value TEXT);
+        INSERT INTO settings VALUES ('schema', '2'), ('indexed', '2');
+        CREATE TABLE keys(key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL, path TEXT);
+        CREATE TABLE journal(seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, kind TEXT NOT NULL,
+                             metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL);
+        CREATE TABLE pending(id INTEGER PRIMARY KEY, ops TEXT NOT NULL, commit_id TEXT NOT NULL);
+        INSERT INTO journal(seq, key, kind, metadata, origin, timestamp) VALUES (41, 'k', 'set', '{"n": 1}', 'o', 1.0);
+    """)
+    db.close()
+    with kvstore.FileSystemStore(root) as store:
+        assert store.get_metadata("k") == {"n": 1}
+        assert [e.sequence for e in store.changes_since(0)] == [41]
+        store.update_metadata("k", {"m": 2})
+        assert store.last_sequence() == 42
+
+
 def test_open_store_will_not_adopt_a_busy_directory(tmp_path):
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "notes.txt").write_text("mine")

@@ -9,17 +9,22 @@ lock, so readers never wait for a stream). Then, holding the store's exclusive l
 
 * the index rows (``keys``: metadata per key; ``meta``: one row per top-level name with its
   canonical JSON value, for indexed queries),
-* the change journal row(s) with their sequence numbers,
-* the list of file renames/unlinks that realise the change (``pending``).
+* the change journal row(s) with their sequence numbers, the last of them also listing the
+  file renames/unlinks that realise the change (``journal.files``).
 
 That COMMIT is the commit point. The renames are then applied, still under the lock. If the
 process dies before they are all done, the next writer (or the next ``connect``) finds the
-``pending`` rows and replays them: every operation is idempotent because temporary names
-are never reused. So a key is always its complete old pair or its complete new pair.
+newest journal row still listing its files and replays them: every operation is idempotent
+because temporary names are never reused. The next commit clears that list. So a key is
+always its complete old pair or its complete new pair.
 
-Readers take the lock *shared* only while they open the data file and read the metadata
-file; the open descriptor keeps the data of that moment, so a :class:`Value` is a
-consistent snapshot however long it is read.
+Readers take the lock *shared* only while they read the index row and open the data file;
+the open descriptor keeps the data of that moment, so a :class:`Value` is a consistent
+snapshot however long it is read.
+
+Each commit touches few pages, which is what a WAL commit costs: ``keys`` and ``meta`` are
+WITHOUT ROWID tables (no second B-tree), old ``meta`` rows are deleted by their primary key,
+and the journal's sequence is its rowid (never reused: trimming keeps the newest rows).
 
 The files stay the source of truth: ``reindex()`` rebuilds the index from them, and an
 encore-era directory (no index yet) is indexed when first connected.
@@ -63,22 +68,20 @@ __all__ = ["FileSystemStore", "init_shared_store", "JournalEntry"]
 log = logging.getLogger("kvstore.filesystem")
 
 INTERNAL_DIR = ".kvstore"
-_SCHEMA_VERSION = "2"
+_SCHEMA_VERSION = "3"
 # keys.path is NULL for a key stored under its canonical file name, else the name another
 # tool (encore) gave its files.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS keys(
     key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,
-    path TEXT);
+    path TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(
     name TEXT NOT NULL, value TEXT NOT NULL, key TEXT NOT NULL,
     PRIMARY KEY(name, value, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS meta_by_key ON meta(key);
 CREATE TABLE IF NOT EXISTS journal(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, kind TEXT NOT NULL,
-    metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, ops TEXT NOT NULL, commit_id TEXT NOT NULL);
+    seq INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,
+    metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL, files TEXT);
 """
 _JOURNAL_KEEP = 100_000
 _EAGER_READ = 65536  # values up to this size are read whole by get()
@@ -246,11 +249,12 @@ class FileSystemStore(AbstractStore):
         self._conns: Dict[int, sqlite3.Connection] = {}
         self._counter = itertools.count()
         self._token = uuid.uuid4().hex[:12]
-        self._seq_commit = 0
         self._schema_ready = False
-        # id of the last commit whose file operations this instance applied itself, so
-        # that it does not replay them (see _replay_pending)
-        self._applied: Optional[str] = None
+        # sequence of the last commit whose file operations this instance applied, so
+        # that it does not replay them, and of the journal row still listing files
+        # (cleared by the next commit); see _replay_pending
+        self._applied = 0
+        self._listed = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -521,16 +525,14 @@ class FileSystemStore(AbstractStore):
                 # says exactly what the files hold: read the current state from it.
                 # key -> (metadata or None when absent, recorded path or None)
                 view: Dict[str, Tuple[Optional[Dict[str, Any]], Optional[str]]] = {}
-                records: List[Tuple[str, str, Dict[str, Any], str, bool]] = []
+                records: List[Tuple[str, str, Dict[str, Any], str, Optional[Dict[str, Any]]]] = []
                 for op in ops:
                     if op.key in view:
                         current, row_path = view[op.key]
-                        indexed = current is not None
                     else:
                         row = conn.execute("SELECT metadata, path FROM keys WHERE key=?", (op.key,)).fetchone()
                         current = None if row is None else json.loads(row[0])
                         row_path = None if row is None else row[1]
-                        indexed = row is not None
                     data_path, meta_path = self._locate(op.key, row_path)
                     if op.kind == "delete":
                         if current is None:
@@ -538,7 +540,7 @@ class FileSystemStore(AbstractStore):
                         files.append(("unlink", data_path, None))
                         files.append(("unlink", meta_path, None))
                         view[op.key] = (None, None)
-                        records.append(("delete", op.key, current, json.dumps(current, ensure_ascii=False), indexed))
+                        records.append(("delete", op.key, current, json.dumps(current, ensure_ascii=False), current))
                         continue
                     text = op.meta_text
                     if op.update is not None:
@@ -565,33 +567,36 @@ class FileSystemStore(AbstractStore):
                     if meta_tmp is not None:
                         files.append(("rename", meta_tmp, meta_path))
                     view[op.key] = (metadata, row_path)
-                    records.append(("update" if current is not None else "set", op.key, metadata, text, indexed))
-                self._seq_commit += 1
-                commit_id = f"{self.origin}:{self._seq_commit}"
-                changes = self._record(conn, records, files, now, commit_id)
-                # The commit point has passed: make the files match it. The pending row
-                # stays until the next commit replaces it in its own transaction.
+                    records.append(("update" if current is not None else "set", op.key, metadata, text, current))
+                changes = self._record(conn, records, files, now)
+                # The commit point has passed: make the files match it. The journal keeps
+                # listing them until the next commit.
                 self._apply_files(files)
-                self._applied = commit_id
+                self._applied = self._listed = changes[-1].sequence or 0
             return changes
         except BaseException:
             for path in created_tmps:
                 _unlink(path)
             raise
 
-    def _record(self, conn: sqlite3.Connection, records: List[Tuple[str, str, Dict[str, Any], str, bool]],
-                files: List[Tuple[str, str, Optional[str]]], now: float, commit_id: str) -> List[Change]:
-        """One SQLite transaction: index rows, journal rows and the pending file operations."""
+    def _record(self, conn: sqlite3.Connection,
+                records: List[Tuple[str, str, Dict[str, Any], str, Optional[Dict[str, Any]]]],
+                files: List[Tuple[str, str, Optional[str]]], now: float) -> List[Change]:
+        """One SQLite transaction: index rows, journal rows and the file operations."""
         changes = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for kind, key, metadata, text, indexed in records:
+            if self._listed:  # the previous commit's files are applied by now
+                conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (self._listed,))
+            last = len(records) - 1
+            for i, (kind, key, metadata, text, old) in enumerate(records):
                 cur = conn.execute(
-                    "INSERT INTO journal(key, kind, metadata, origin, timestamp) VALUES (?,?,?,?,?)",
-                    (key, kind, text, self.origin, now))
+                    "INSERT INTO journal(key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?)",
+                    (key, kind, text, self.origin, now, json.dumps(files) if i == last else None))
                 changes.append(Change(kind, key, metadata, cur.lastrowid, now))
-                if indexed:
-                    conn.execute("DELETE FROM meta WHERE key=?", (key,))
+                if old:
+                    conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?",
+                                     [(n, canonical(v), key) for n, v in old.items()])
                 if kind == "delete":
                     conn.execute("DELETE FROM keys WHERE key=?", (key,))
                     continue
@@ -602,15 +607,11 @@ class FileSystemStore(AbstractStore):
                 if metadata:
                     conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
                                      [(n, canonical(v), key) for n, v in metadata.items()])
-            # This commit's file operations replace the previous commit's (applied by now).
-            conn.execute("INSERT OR REPLACE INTO pending(id, ops, commit_id) VALUES (1, ?, ?)",
-                         (json.dumps(files), commit_id))
             # Trim when this commit's sequence numbers cross a multiple of the interval, so
             # that short-lived writers trim too.
-            if changes:
-                first, last = changes[0].sequence or 0, changes[-1].sequence or 0
-                if (first - 1) // _JOURNAL_TRIM_EVERY != last // _JOURNAL_TRIM_EVERY:
-                    self._trim_journal(conn, last)
+            first, newest = changes[0].sequence or 0, changes[-1].sequence or 0
+            if (first - 1) // _JOURNAL_TRIM_EVERY != newest // _JOURNAL_TRIM_EVERY:
+                self._trim_journal(conn, newest)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -660,14 +661,18 @@ class FileSystemStore(AbstractStore):
             directory = os.path.dirname(directory)
 
     def _replay_pending(self, conn: sqlite3.Connection) -> None:
-        # The last commit's file operations stay recorded until the next commit; unless
-        # this instance applied them itself, their writer may have died half-way: apply
-        # them again (every operation is idempotent).
-        row = conn.execute("SELECT ops, commit_id FROM pending WHERE id=1").fetchone()
-        if row is not None and row[1] != self._applied:
-            log.info("finishing the file operations of commit %s in %s", row[1], self.path)
-            self._apply_files(json.loads(row[0]))
-            self._applied = row[1]
+        # The newest journal row lists its commit's file operations until the next commit.
+        # Unless this instance applied them itself, their writer may have died half-way:
+        # apply them again (every operation is idempotent).
+        row = conn.execute("SELECT seq, files FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None or row[1] is None:
+            self._listed = 0
+            return
+        self._listed = row[0]
+        if row[0] != self._applied:
+            log.info("finishing the file operations of change %s in %s", row[0], self.path)
+            self._apply_files(json.loads(row[1]))
+            self._applied = row[0]
 
     def _clean_tmp(self) -> None:
         """Remove temporary files left by processes that died before committing."""
@@ -831,8 +836,8 @@ class FileSystemStore(AbstractStore):
     def last_sequence(self) -> int:
         """The sequence number of the newest change in the journal (0 when none)."""
         self._ready()
-        row = self._conn().execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
-        return int(row[0]) if row else 0
+        row = self._conn().execute("SELECT max(seq) FROM journal").fetchone()
+        return max(int(row[0] or 0), self.journal_floor())
 
     def journal_floor(self) -> int:
         """Changes with a sequence at or below this number are no longer in the journal."""
@@ -850,8 +855,8 @@ class FileSystemStore(AbstractStore):
 
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the index tables; an index of another schema version is dropped and rebuilt
-    from the files on connect (the change journal is kept)."""
+    """Create the index tables. An index of another schema version is dropped and rebuilt
+    from the files on connect; the change journal's rows and sequence numbers are kept."""
     conn.executescript(_SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -861,10 +866,17 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
                 log.warning("rebuilding an index of schema %s as schema %s", row and row[0], _SCHEMA_VERSION)
             for table in ("keys", "meta", "pending"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(journal)")]
+            if "files" not in columns:
+                conn.execute("ALTER TABLE journal RENAME TO journal_old")
             conn.execute("DELETE FROM settings WHERE name='indexed'")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if "files" not in columns:
+                conn.execute("INSERT INTO journal(seq, key, kind, metadata, origin, timestamp) "
+                             "SELECT seq, key, kind, metadata, origin, timestamp FROM journal_old")
+                conn.execute("DROP TABLE journal_old")
             conn.execute("INSERT OR REPLACE INTO settings(name, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:
