@@ -7,6 +7,7 @@ instance of the other.
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -76,7 +77,22 @@ def canonical(value: Any) -> str:
     Integral floats are written as integers (``1.0`` like ``1``); booleans stay ``true`` /
     ``false`` and so never equal a number; object names are sorted.
     """
+    # Scalars, the common case, without a full json.dumps (it is on every write's path).
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
     return json.dumps(_canon(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def _canon(value: Any) -> Any:
