@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fnmatch
 import io
+import itertools
 import json
 import logging
 import os
@@ -183,6 +184,9 @@ class Subscription:
         self.cancel()
 
 
+_operation_ids = itertools.count(1)
+
+
 class _Progress:
     """One progress operation: start was sent; ``advance`` sends steps; ``finish`` the end."""
 
@@ -195,7 +199,8 @@ class _Progress:
         self.sent = -1
         self.live = bool(signals.progress_start.receivers or signals.progress_step.receivers
                          or signals.progress_end.receivers)
-        self.operation_id = uuid.uuid4().hex if self.live else ""
+        # Unique across processes and hosts: the store's origin and a per-process count.
+        self.operation_id = f"{store.origin}:{next(_operation_ids)}" if self.live else ""
         if self.live:
             store._send(signals.progress_start, StoreProgressStartEvent(
                 store=store, origin=store.origin, operation_id=self.operation_id,
