@@ -56,18 +56,28 @@ class Peer:
         self.root = root
 
 
-class KV(Peer):
+class EncoreAPI(Peer):
+    """A store with encore.storage's API: kvstore's and encore's are driven the same way."""
+
+    def set(self, n):
+        s = self.s
+        for i in range(n):
+            s.set(f"k{i}", (io.BytesIO(VALUE), _md(i)))
+
+    def query_one(self, i):
+        return list(self.s.query_keys(i=i))
+
+    def glob(self, prefix):
+        return list(self.s.glob(prefix + "*"))
+
+
+class KV(EncoreAPI):
     name = "kvstore"
 
     def __init__(self, root):
         super().__init__(root)
         self.s = kvstore.FileSystemStore(os.path.join(root, "kv"), create=True)
         self.s.connect()
-
-    def set(self, n):
-        s = self.s
-        for i in range(n):
-            s.set(f"k{i}", (io.BytesIO(VALUE), _md(i)))
 
     def get(self, n):
         s = self.s
@@ -77,14 +87,8 @@ class KV(Peer):
                 f.read()
             v.metadata
 
-    def query_one(self, i):
-        return list(self.s.query_keys(i=i))
 
-    def glob(self, prefix):
-        return list(self.s.glob(prefix + "*"))
-
-
-class Encore(Peer):
+class Encore(EncoreAPI):
     name = "encore"
 
     def __init__(self, root):
@@ -97,23 +101,12 @@ class Encore(Peer):
         self.s = FileSystemStore(path)
         self.s.connect()
 
-    def set(self, n):
-        s = self.s
-        for i in range(n):
-            s.set(f"k{i}", (io.BytesIO(VALUE), _md(i)))
-
     def get(self, n):
         s = self.s
         for i in range(n):
             data, md = s.get(f"k{i}")
             with data as f:
                 f.read()
-
-    def query_one(self, i):
-        return list(self.s.query_keys(i=i))
-
-    def glob(self, prefix):
-        return list(self.s.glob(prefix + "*"))
 
 
 class DiskCache(Peer):
