@@ -236,7 +236,7 @@ class StoreConformance:
         assert value.size == 8
 
     def test_returned_metadata_is_a_copy(self, store: Any) -> None:
-        original = {"list": [1, 2], "d": {"x": 1}}
+        original: Dict[str, Any] = {"list": [1, 2], "d": {"x": 1}}
         store.set("m", _pair(b"", original))
         original["list"].append(3)
         got = store.get_metadata("m")
@@ -568,7 +568,7 @@ class StoreConformance:
             assert again == event and type(again) is type(event)
 
     def test_events_fire_after_change_is_visible(self, store: Any) -> None:
-        seen = []
+        seen: List[Any] = []
 
         def receiver(sender: Any, event: Any = None, **_: Any) -> None:
             if event.action == "delete":
