@@ -6,7 +6,6 @@ instance of the other.
 
 from __future__ import annotations
 
-import functools
 import json
 import json.encoder
 import math
@@ -193,7 +192,6 @@ def _split_long(body: str) -> List[str]:
     return parts
 
 
-@functools.lru_cache(maxsize=65536)  # pure, and on the path of every read and write
 def key_to_relpath(key: str) -> str:
     """The '/'-separated relative path of ``key`` without suffix (add ``.data`` / ``.metadata``)."""
     components = key.split("/")
