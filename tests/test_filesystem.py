@@ -259,3 +259,16 @@ def test_failed_write_leaves_no_temporary_file(fs):
             raise RuntimeError
     assert os.listdir(os.path.join(fs.path, ".kvstore", "tmp")) == []
     assert list(fs.glob("*")) == []
+
+
+def test_custom_magic_file_and_name(tmp_path):
+    root = tmp_path / "custom"
+    root.mkdir()
+    kvstore.init_shared_store(str(root), magic_fname=".MyStore")
+    with pytest.raises(StoreError, match=r"\.FSStore"):
+        kvstore.FileSystemStore(root)
+    with kvstore.FileSystemStore(root, magic_fname=".MyStore", name="mine") as store:
+        store.set("k", (io.BytesIO(b"x"), {}))
+        info = store.info()
+        assert info["name"] == "mine" and info["path"] == str(root) and info["keys"] == 1
+    assert (root / ".MyStore").exists() and not (root / ".FSStore").exists()
