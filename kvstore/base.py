@@ -239,6 +239,11 @@ class ProgressReader(io.RawIOBase):
         self._progress = progress
         self.buffer_size = max(1, int(buffer_size))
 
+    @property
+    def steps(self) -> int:
+        """The bytes the source is expected to hold, -1 when not known."""
+        return self._progress.steps
+
     def readable(self) -> bool:
         return True
 

@@ -10,6 +10,7 @@ the files.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ import time
 import pytest
 
 import kvstore
+from kvstore._keys import key_to_relpath
 
 WRITER = r"""
 import hashlib, io, os, random, sys
@@ -62,6 +64,13 @@ def _check_store(path):
             value = store.get(key)
             data = value.data.read()
             assert hashlib.sha256(data).hexdigest() == value.metadata["sha"], f"torn pair at {key}"
+            # and the files, the source of truth, hold the same pair (a small value is
+            # served from the index: its files were written in place after the commit)
+            base = os.path.join(path, key_to_relpath(key))
+            with open(base + ".data", "rb") as f:
+                assert f.read() == data, f"data file of {key} differs from the store"
+            with open(base + ".metadata", "rb") as f:
+                assert json.loads(f.read()) == value.metadata, f"metadata file of {key} differs"
         if "tx/a" in keys or "tx/b" in keys:
             assert store.get_metadata("tx/a")["gen"] == store.get_metadata("tx/b")["gen"]
         # nothing but keys' files in the store directory
@@ -108,22 +117,26 @@ def test_kill_9_never_tears_a_pair(tmp_path, durable):
         assert store.last_sequence() > rounds  # the writers did make progress
 
 
-DIE_BETWEEN_RENAMES = r"""
+DIE_BETWEEN_FILES = r"""
 import io, os, signal, sys
 import kvstore
 from kvstore.stores import filesystem
 
 store = kvstore.FileSystemStore(sys.argv[1])
 store.connect()
-real_replace = os.replace
+real_put = filesystem._put_file
 count = 0
-def replace_then_die(a, b):
+def put_then_die(path, payload, durable):
     global count
-    real_replace(a, b)
     count += 1
+    if count == int(sys.argv[2]) and sys.argv[4] == "torn":
+        fd = os.open(path, os.O_WRONLY)
+        os.write(fd, b"XX")   # killed in the middle of an in-place write: neither old nor new
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_put(path, payload, durable)
     if count == int(sys.argv[2]):
-        os.kill(os.getpid(), signal.SIGKILL)   # killed between two renames of one commit
-filesystem.os.replace = replace_then_die
+        os.kill(os.getpid(), signal.SIGKILL)   # killed between two file writes of one commit
+filesystem._put_file = put_then_die
 if sys.argv[3] == "tx":
     with store.transaction("t"):
         store.set("a", (io.BytesIO(b"new a"), {"v": "new"}))
@@ -133,23 +146,27 @@ else:
 """
 
 
-@pytest.mark.parametrize("renames_done,mode", [(1, "single"), (1, "tx"), (2, "tx"), (3, "tx")])
-def test_commit_interrupted_between_renames_is_finished_on_open(tmp_path, mode, renames_done, caplog):
+@pytest.mark.parametrize("files_done,mode,how", [(1, "single", "after"), (1, "tx", "after"), (2, "tx", "after"),
+                                                 (3, "tx", "after"), (1, "single", "torn"), (4, "tx", "torn")])
+def test_commit_interrupted_between_file_writes_is_finished_on_open(tmp_path, mode, files_done, how, caplog):
     path = str(tmp_path / "store")
     with kvstore.FileSystemStore(path, create=True) as store:
         store.set("a", (b"old a", {"v": "old"}))
         store.set("b", (b"old b", {"v": "old"}))
-    proc = subprocess.run([sys.executable, "-c", DIE_BETWEEN_RENAMES, path, str(renames_done), mode])
+    proc = subprocess.run([sys.executable, "-c", DIE_BETWEEN_FILES, path, str(files_done), mode, how])
     assert proc.returncode == -signal.SIGKILL
-    # what the files show right now, before anyone finishes the commit
+
     def on_disk(name):
         return open(os.path.join(path, name), "rb").read()
 
-    expected = {  # renames: a.data, a.metadata, b.data, b.metadata
-        1: (b"new a", b'{"v": "old"}', b"old b", b'{"v": "old"}'),  # a torn
-        2: (b"new a", b'{"v": "new"}', b"old b", b'{"v": "old"}'),  # transaction half done
-        3: (b"new a", b'{"v": "new"}', b"new b", b'{"v": "old"}'),  # b torn
-    }[renames_done]
+    # what the files show right now, before anyone finishes the commit
+    expected = {  # file writes in order: a.data, a.metadata, b.data, b.metadata
+        (1, "after"): (b"new a", b'{"v": "old"}', b"old b", b'{"v": "old"}'),  # a torn
+        (2, "after"): (b"new a", b'{"v": "new"}', b"old b", b'{"v": "old"}'),  # transaction half done
+        (3, "after"): (b"new a", b'{"v": "new"}', b"new b", b'{"v": "old"}'),  # b torn
+        (1, "torn"): (b"XXd a", b'{"v": "old"}', b"old b", b'{"v": "old"}'),  # a.data half written
+        (4, "torn"): (b"new a", b'{"v": "new"}', b"new b", b'XXv": "old"}'),  # b.metadata half written
+    }[files_done, how]
     assert tuple(on_disk(n) for n in ("a.data", "a.metadata", "b.data", "b.metadata")) == expected
     with caplog.at_level("INFO", logger="kvstore.filesystem"):
         with kvstore.FileSystemStore(path) as store:
@@ -160,3 +177,37 @@ def test_commit_interrupted_between_renames_is_finished_on_open(tmp_path, mode, 
                 assert store.get_metadata("b") == {"v": "new"}
             assert os.listdir(os.path.join(path, ".kvstore", "tmp")) == []
     assert "finishing the file operations" in caplog.text
+    # the files were made whole again, not only the index
+    assert on_disk("a.data") == b"new a" and on_disk("a.metadata") == b'{"v": "new"}'
+    if mode == "tx":
+        assert on_disk("b.data") == b"new b" and on_disk("b.metadata") == b'{"v": "new"}'
+
+
+DIE_AFTER_RENAME = r"""
+import io, os, signal, sys
+import kvstore
+from kvstore.stores import filesystem
+
+store = kvstore.FileSystemStore(sys.argv[1])
+store.connect()
+real_replace = os.replace
+def replace_then_die(a, b):
+    real_replace(a, b)
+    os.kill(os.getpid(), signal.SIGKILL)   # killed after the rename, before the metadata write
+filesystem.os.replace = replace_then_die
+store.set("big", (io.BytesIO(b"N" * 100_000), {"v": "new"}))
+"""
+
+
+def test_big_value_commit_interrupted_after_its_rename_is_finished_on_open(tmp_path):
+    path = str(tmp_path / "store")
+    with kvstore.FileSystemStore(path, create=True) as store:
+        store.set("big", (b"O" * 100_000, {"v": "old"}))
+    proc = subprocess.run([sys.executable, "-c", DIE_AFTER_RENAME, path])
+    assert proc.returncode == -signal.SIGKILL
+    on_disk = os.path.join(path, "big.metadata")
+    assert open(on_disk, "rb").read() == b'{"v": "old"}'  # torn on disk until the store is opened
+    with kvstore.FileSystemStore(path) as store:
+        assert store.get_data("big").read() == b"N" * 100_000
+        assert store.get_metadata("big") == {"v": "new"}
+    assert open(on_disk, "rb").read() == b'{"v": "new"}'

@@ -68,14 +68,16 @@ __all__ = ["FileSystemStore", "init_shared_store", "JournalEntry"]
 log = logging.getLogger("kvstore.filesystem")
 
 INTERNAL_DIR = ".kvstore"
-_SCHEMA_VERSION = "3"
+_SCHEMA_VERSION = "4"
 # keys.path is NULL for a key stored under its canonical file name, else the name another
-# tool (encore) gave its files.
+# tool (encore) gave its files. keys.data holds a copy of a value of _INLINE_MAX bytes or
+# less (NULL for a bigger one): get() serves it from there, and it is what a commit's
+# in-place file writes are redone from.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS keys(
     key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,
-    path TEXT) WITHOUT ROWID;
+    path TEXT, data BLOB) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(
     name TEXT NOT NULL, value TEXT NOT NULL, key TEXT NOT NULL,
     PRIMARY KEY(name, value, key)) WITHOUT ROWID;
@@ -85,6 +87,7 @@ CREATE TABLE IF NOT EXISTS journal(
 """
 _JOURNAL_KEEP = 100_000
 _EAGER_READ = 65536  # values up to this size are read whole by get()
+_INLINE_MAX = 4096  # values up to this size are kept in the index too (keys.data)
 _JOURNAL_TRIM_EVERY = 1_000
 
 
@@ -106,14 +109,15 @@ class JournalEntry:
     timestamp: float
 
 
-# A staged write: kind "write" or "delete"; data_tmp / meta_tmp are temporary files
-# written before the commit; metadata replaces, update merges.
+# A staged write: kind "write" or "delete". New data is either ``data`` (a small value, in
+# memory) or ``data_tmp`` (a temporary file written before the commit); metadata
+# replaces, update merges.
 @dataclass
 class _Op:
     kind: str
     key: str
     data_tmp: Optional[str] = None
-    meta_tmp: Optional[str] = None
+    data: Optional[bytes] = None
     metadata: Optional[Dict[str, Any]] = None
     update: Optional[Dict[str, Any]] = None
     meta_text: Optional[str] = None  # JSON of ``metadata``, made once
@@ -122,8 +126,9 @@ class _Op:
 @dataclass
 class _Staging:
     ops: List[_Op] = field(default_factory=list)
-    # key -> (data path, metadata) as this transaction sees it; None when deleted
-    view: Dict[str, Optional[Tuple[str, Dict[str, Any]]]] = field(default_factory=dict)
+    # key -> (data: a file path or the bytes, metadata) as this transaction sees it;
+    # None when deleted
+    view: Dict[str, Optional[Tuple["str | bytes", Dict[str, Any]]]] = field(default_factory=dict)
 
 
 class _Fd:
@@ -200,6 +205,11 @@ def _fd_value(fd: int, size: int, metadata: Any, created: float, modified: float
     text = metadata if isinstance(metadata, str) else json.dumps(metadata)
     return Value(size=size, metadata_json=text, created=created, modified=modified,
                  opener=lambda start, end: io.BufferedReader(_RangeReader(holder, start, end), 1 << 16))
+
+
+def _bytes_value(data: bytes, metadata_json: str, created: float, modified: float) -> Value:
+    return Value(size=len(data), metadata_json=metadata_json, created=created, modified=modified,
+                 opener=lambda start, end: io.BytesIO(data[start:end]))
 
 
 def _read_json(path: str) -> Dict[str, Any]:
@@ -376,11 +386,25 @@ class FileSystemStore(AbstractStore):
         os.close(fd)
         return path
 
-    def _write_tmp(self, data: bytes) -> str:
-        return self._new_tmp(lambda fd: _write_all(fd, data))
+    def _take(self, source: ProgressReader, op: _Op) -> None:
+        """Read a small value into ``op.data``; stream a bigger one to ``op.data_tmp``."""
+        head = b""
+        if source.steps <= _INLINE_MAX:  # small, or of unknown size: read to find out
+            chunks = []
+            size = 0
+            while size <= _INLINE_MAX:
+                chunk = source.read(source.buffer_size)
+                if not chunk:
+                    op.data = b"".join(chunks)
+                    return
+                chunks.append(chunk)
+                size += len(chunk)
+            head = b"".join(chunks)
+        op.data_tmp = self._stage_stream(source, head)
 
-    def _stage_stream(self, source: ProgressReader) -> str:
+    def _stage_stream(self, source: ProgressReader, head: bytes) -> str:
         def fill(fd: int) -> None:
+            _write_all(fd, head)
             # A regular file is copied by the kernel; anything else is read in chunks.
             if source.copy_to_fd(fd):
                 return
@@ -399,15 +423,16 @@ class FileSystemStore(AbstractStore):
         older writer (encore) gave it, as recorded in the index."""
         return self._paths(row_path if row_path is not None else key_to_relpath(key))
 
-    def _current(self, key: str) -> Optional[Tuple[str, Dict[str, Any]]]:
-        """(data path, metadata) of ``key`` as this thread sees it, or None."""
+    def _current(self, key: str) -> Optional[Tuple["str | bytes", Dict[str, Any]]]:
+        """(data: file path or bytes, metadata) of ``key`` as this thread sees it, or None."""
         staging = self._tx_state()
         if staging is not None and key in staging.view:
             return staging.view[key]
-        row = self._conn().execute("SELECT metadata, path FROM keys WHERE key=?", (key,)).fetchone()
+        row = self._conn().execute("SELECT metadata, path, data FROM keys WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
-        return self._locate(key, row[1])[0], json.loads(row[0])
+        data = row[2] if row[2] is not None else self._locate(key, row[1])[0]
+        return data, json.loads(row[0])
 
     def _get(self, key: str) -> Value:
         staging = self._tx_state()
@@ -415,19 +440,29 @@ class FileSystemStore(AbstractStore):
             current = staging.view[key]
             if current is None:
                 raise KeyError(key)
+            if isinstance(current[0], bytes):
+                return _bytes_value(current[0], json.dumps(current[1]), time.time(), time.time())
             fd = os.open(current[0], os.O_RDONLY)
             st = os.fstat(fd)
             return _fd_value(fd, st.st_size, current[1], st.st_mtime, st.st_mtime)
         conn = self._conn()
+        # A small value is in its index row with its metadata: one SQLite snapshot, no lock.
+        row = conn.execute("SELECT metadata, created, modified, data FROM keys WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        if row[3] is not None:
+            return _bytes_value(row[3], row[0], row[1], row[2])
         # Under the shared lock no commit is half-applied, so the index row and the data
         # file opened are of the same commit; the open descriptor keeps that data.
         with self._mutex:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
             try:
-                row = conn.execute("SELECT metadata, created, modified, path FROM keys WHERE key=?",
+                row = conn.execute("SELECT metadata, created, modified, path, data FROM keys WHERE key=?",
                                    (key,)).fetchone()
                 if row is None:
                     raise KeyError(key)
+                if row[4] is not None:  # it became a small value meanwhile
+                    return _bytes_value(row[4], row[0], row[1], row[2])
                 try:
                     fd = os.open(self._locate(key, row[3])[0], os.O_RDONLY)
                 except (FileNotFoundError, NotADirectoryError):
@@ -442,8 +477,7 @@ class FileSystemStore(AbstractStore):
                 data = os.pread(fd, size, 0)
             finally:
                 os.close(fd)
-            return Value(size=len(data), metadata_json=row[0], created=row[1], modified=row[2],
-                         opener=lambda start, end: io.BytesIO(data[start:end]))
+            return _bytes_value(data, row[0], row[1], row[2])
         return _fd_value(fd, size, row[0], row[1], row[2])
 
     def _get_metadata(self, key: str) -> Dict[str, Any]:
@@ -471,14 +505,12 @@ class FileSystemStore(AbstractStore):
         op = _Op("write", key, metadata=metadata, update=update)
         try:
             if source is not None:
-                op.data_tmp = self._stage_stream(source)
+                self._take(source, op)
             if metadata is not None:
                 op.meta_text = json.dumps(metadata, ensure_ascii=False)
-                op.meta_tmp = self._write_tmp(op.meta_text.encode("utf-8"))
             return self._submit(op)
         except BaseException:
             _unlink(op.data_tmp)
-            _unlink(op.meta_tmp)
             raise
 
     def _delete(self, key: str) -> List[Change]:
@@ -504,84 +536,89 @@ class FileSystemStore(AbstractStore):
                 new_md = op.metadata
             else:
                 new_md = current[1] if current is not None else {}
+            data: "str | bytes"
             if op.data_tmp is not None:
-                data_path = op.data_tmp
-            elif current is not None:
-                data_path = current[0]
+                data = op.data_tmp
+            elif op.data is not None:
+                data = op.data
             else:
-                data_path = op.data_tmp = self._write_tmp(b"")
-            staging.view[op.key] = (data_path, new_md)
+                data = current[0] if current is not None else b""
+            staging.view[op.key] = (data, new_md)
         staging.ops.append(op)
         return []
 
     def _commit_ops(self, ops: List[_Op]) -> List[Change]:
         """Apply ``ops`` as one commit (see the module docstring). All or nothing."""
-        created_tmps: List[str] = []
-        try:
-            with self._exclusive() as conn:
-                now = time.time()
-                files: List[Tuple[str, str, Optional[str]]] = []  # (op, a, b)
-                # Under the exclusive lock, with earlier commits fully applied, the index
-                # says exactly what the files hold: read the current state from it.
-                # key -> (metadata or None when absent, recorded path or None)
-                view: Dict[str, Tuple[Optional[Dict[str, Any]], Optional[str]]] = {}
-                records: List[Tuple[str, str, Dict[str, Any], str, Optional[Dict[str, Any]]]] = []
-                for op in ops:
-                    if op.key in view:
-                        current, row_path = view[op.key]
+        with self._exclusive() as conn:
+            now = time.time()
+            # File operations, each [op, path, key or target]: "rename" tmp -> path,
+            # "unlink" path, "data"/"meta" path: write the key's value/metadata there as
+            # its index row holds it (in place: redone from the row if interrupted).
+            files: List[List[Optional[str]]] = []
+            # Under the exclusive lock, with earlier commits fully applied, the index says
+            # exactly what the files hold: read the current state from it.
+            # key -> (metadata or None when absent, recorded path, value is inline)
+            view: Dict[str, Tuple[Optional[Dict[str, Any]], Optional[str], bool]] = {}
+            final: Dict[str, Tuple[Optional[bytes], str]] = {}  # key -> (inline data, metadata text)
+            records: List[_Record] = []
+            for op in ops:
+                if op.key in view:
+                    current, row_path, inline = view[op.key]
+                else:
+                    row = conn.execute("SELECT metadata, path, data IS NOT NULL FROM keys WHERE key=?",
+                                       (op.key,)).fetchone()
+                    if row is None:
+                        current, row_path, inline = None, None, False
                     else:
-                        row = conn.execute("SELECT metadata, path FROM keys WHERE key=?", (op.key,)).fetchone()
-                        current = None if row is None else json.loads(row[0])
-                        row_path = None if row is None else row[1]
-                    data_path, meta_path = self._locate(op.key, row_path)
-                    if op.kind == "delete":
-                        if current is None:
-                            raise KeyError(op.key)
-                        files.append(("unlink", data_path, None))
-                        files.append(("unlink", meta_path, None))
-                        view[op.key] = (None, None)
-                        records.append(("delete", op.key, current, json.dumps(current, ensure_ascii=False), current))
-                        continue
-                    text = op.meta_text
-                    if op.update is not None:
-                        if current is None:
-                            raise KeyError(op.key)
-                        metadata = {**current, **op.update}
-                        text = None
-                    elif op.metadata is not None:
-                        metadata = op.metadata
-                    else:
-                        metadata = current if current is not None else {}
-                    if text is None:
-                        text = json.dumps(metadata, ensure_ascii=False)
-                    meta_tmp = op.meta_tmp
-                    if meta_tmp is None and (op.update is not None or current is None):
-                        meta_tmp = self._write_tmp(text.encode("utf-8"))
-                        created_tmps.append(meta_tmp)
-                    data_tmp = op.data_tmp
-                    if data_tmp is None and current is None:
-                        data_tmp = self._write_tmp(b"")
-                        created_tmps.append(data_tmp)
-                    if data_tmp is not None:
-                        files.append(("rename", data_tmp, data_path))
-                    if meta_tmp is not None:
-                        files.append(("rename", meta_tmp, meta_path))
-                    view[op.key] = (metadata, row_path)
-                    records.append(("update" if current is not None else "set", op.key, metadata, text, current))
-                changes = self._record(conn, records, files, now)
-                # The commit point has passed: make the files match it. The journal keeps
-                # listing them until the next commit.
-                self._apply_files(files)
-                self._applied = self._listed = changes[-1].sequence or 0
-            return changes
-        except BaseException:
-            for path in created_tmps:
-                _unlink(path)
-            raise
+                        current, row_path, inline = json.loads(row[0]), row[1], bool(row[2])
+                data_path, meta_path = self._locate(op.key, row_path)
+                if op.kind == "delete":
+                    if current is None:
+                        raise KeyError(op.key)
+                    files.append(["unlink", data_path, None])
+                    files.append(["unlink", meta_path, None])
+                    view[op.key] = (None, None, False)
+                    records.append(_Record("delete", op.key, current, json.dumps(current, ensure_ascii=False),
+                                           current, _KEEP))
+                    continue
+                text = op.meta_text
+                if op.update is not None:
+                    if current is None:
+                        raise KeyError(op.key)
+                    metadata = {**current, **op.update}
+                    text = None
+                elif op.metadata is not None:
+                    metadata = op.metadata
+                else:
+                    metadata = current if current is not None else {}
+                if text is None:
+                    text = json.dumps(metadata, ensure_ascii=False)
+                data: Any = _KEEP
+                if op.data_tmp is not None:
+                    files.append(["rename", op.data_tmp, data_path])
+                    data, inline = None, False
+                elif op.data is not None or current is None:
+                    data = op.data if op.data is not None else b""
+                    if current is not None and not inline:
+                        # A reader may hold the old (big) file open: it keeps its inode.
+                        files.append(["unlink", data_path, None])
+                    files.append(["data", data_path, op.key])
+                    inline = True
+                if metadata is not current:
+                    files.append(["meta", meta_path, op.key])
+                view[op.key] = (metadata, row_path, inline)
+                final[op.key] = (data if data is not _KEEP else final.get(op.key, (None, ""))[0], text)
+                records.append(_Record("update" if current is not None else "set", op.key, metadata, text,
+                                       current, data))
+            changes = self._record(conn, records, files, now)
+            # The commit point has passed: make the files match it. The journal keeps
+            # listing them until the next commit.
+            self._apply_files(files, final)
+            self._applied = self._listed = changes[-1].sequence or 0
+        return changes
 
-    def _record(self, conn: sqlite3.Connection,
-                records: List[Tuple[str, str, Dict[str, Any], str, Optional[Dict[str, Any]]]],
-                files: List[Tuple[str, str, Optional[str]]], now: float) -> List[Change]:
+    def _record(self, conn: sqlite3.Connection, records: List["_Record"],
+                files: List[List[Optional[str]]], now: float) -> List[Change]:
         """One SQLite transaction: index rows, journal rows and the file operations."""
         changes = []
         conn.execute("BEGIN IMMEDIATE")
@@ -589,24 +626,44 @@ class FileSystemStore(AbstractStore):
             if self._listed:  # the previous commit's files are applied by now
                 conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (self._listed,))
             last = len(records) - 1
-            for i, (kind, key, metadata, text, old) in enumerate(records):
+            for i, r in enumerate(records):
+                key = r.key
                 cur = conn.execute(
                     "INSERT INTO journal(key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?)",
-                    (key, kind, text, self.origin, now, json.dumps(files) if i == last else None))
-                changes.append(Change(kind, key, metadata, cur.lastrowid, now))
-                if old:
-                    conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?",
-                                     [(n, canonical(v), key) for n, v in old.items()])
-                if kind == "delete":
+                    (key, r.kind, r.text, self.origin, now, json.dumps(files) if i == last else None))
+                changes.append(Change(r.kind, key, r.metadata, cur.lastrowid, now))
+                if r.kind == "delete":
                     conn.execute("DELETE FROM keys WHERE key=?", (key,))
+                    if r.old:
+                        conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?",
+                                         [(n, canonical(v), key) for n, v in r.old.items()])
                     continue
-                conn.execute(
-                    "INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?) "
-                    "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, modified=excluded.modified",
-                    (key, text, now, now))
-                if metadata:
-                    conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
-                                     [(n, canonical(v), key) for n, v in metadata.items()])
+                if r.data is _KEEP:
+                    conn.execute(
+                        "INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?) ON CONFLICT(key) "
+                        "DO UPDATE SET metadata=excluded.metadata, modified=excluded.modified",
+                        (key, r.text, now, now))
+                else:
+                    conn.execute(
+                        "INSERT INTO keys(key, metadata, created, modified, data) VALUES (?,?,?,?,?) "
+                        "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, "
+                        "modified=excluded.modified, data=excluded.data",
+                        (key, r.text, now, now, r.data))
+                if r.metadata is r.old:
+                    continue  # the data changed, not the metadata
+                # Only the names whose value changed touch the meta index.
+                new = {n: canonical(v) for n, v in r.metadata.items()}
+                if r.old:
+                    gone = [(n, c, key) for n, c in ((n, canonical(v)) for n, v in r.old.items())
+                            if new.get(n) != c]
+                    if gone:
+                        conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?", gone)
+                    kept = {n for n, v in r.old.items() if new.get(n) == canonical(v)}
+                else:
+                    kept = set()
+                added = [(n, c, key) for n, c in new.items() if n not in kept]
+                if added:
+                    conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)", added)
             # Trim when this commit's sequence numbers cross a multiple of the interval, so
             # that short-lived writers trim too.
             first, newest = changes[0].sequence or 0, changes[-1].sequence or 0
@@ -627,25 +684,45 @@ class FileSystemStore(AbstractStore):
                          "WHERE CAST(excluded.value AS INTEGER) > CAST(settings.value AS INTEGER)",
                          (str(floor),))
 
-    def _apply_files(self, files: Iterable[Tuple[str, str, Optional[str]]]) -> None:
+    def _apply_files(self, files: Iterable[List[Optional[str]]],
+                     final: Optional[Dict[str, Tuple[Optional[bytes], str]]] = None,
+                     conn: Optional[sqlite3.Connection] = None) -> None:
+        """Carry out a commit's file operations; ``final`` holds the contents its "data"
+        and "meta" operations write, else (a replay) they are read from the index."""
         dirs = set()
-        for op, a, b in files:
+        for op, path, arg in files:
+            assert path is not None
             if op == "rename":
-                assert b is not None
+                assert arg is not None
                 try:
-                    os.replace(a, b)
+                    os.replace(path, arg)
                 except FileNotFoundError:
-                    if os.path.exists(a):  # the target's directory is missing
-                        os.makedirs(os.path.dirname(b), exist_ok=True)
-                        os.replace(a, b)
+                    if os.path.exists(path):  # the target's directory is missing
+                        os.makedirs(os.path.dirname(arg), exist_ok=True)
+                        os.replace(path, arg)
                     # else: already applied by an earlier replay
-                dirs.add(os.path.dirname(b))
-            else:
+                dirs.add(os.path.dirname(arg))
+            elif op == "unlink":
                 try:
-                    os.unlink(a)
+                    os.unlink(path)
                 except FileNotFoundError:
                     pass
-                self._prune_dirs(os.path.dirname(a))
+                self._prune_dirs(os.path.dirname(path))
+            else:
+                assert arg is not None
+                if final is not None:
+                    data, text = final[arg]
+                else:
+                    assert conn is not None
+                    row = conn.execute("SELECT data, metadata FROM keys WHERE key=?", (arg,)).fetchone()
+                    if row is None:  # deleted later in the same commit
+                        continue
+                    data, text = row
+                payload = data if op == "data" else text.encode("utf-8")
+                if payload is None:  # replaced by a big value later in the same commit
+                    continue
+                _put_file(path, payload, self.durable)
+                dirs.add(os.path.dirname(path))
         if self.durable:
             dirs.add(self._tmpdir)
             for d in dirs:
@@ -671,7 +748,7 @@ class FileSystemStore(AbstractStore):
         self._listed = row[0]
         if row[0] != self._applied:
             log.info("finishing the file operations of change %s in %s", row[0], self.path)
-            self._apply_files(json.loads(row[1]))
+            self._apply_files(json.loads(row[1]), conn=conn)
             self._applied = row[0]
 
     def _clean_tmp(self) -> None:
@@ -694,7 +771,6 @@ class FileSystemStore(AbstractStore):
     def _rollback(self, staging: _Staging) -> None:
         for op in staging.ops:
             _unlink(op.data_tmp)
-            _unlink(op.meta_tmp)
 
     # ------------------------------------------------------------ queries
 
@@ -775,9 +851,10 @@ class FileSystemStore(AbstractStore):
             try:
                 conn.execute("DELETE FROM keys")
                 conn.execute("DELETE FROM meta")
-                for key, metadata, created, modified, path in rows:
-                    conn.execute("INSERT INTO keys(key, metadata, created, modified, path) VALUES (?,?,?,?,?)",
-                                 (key, json.dumps(metadata, ensure_ascii=False), created, modified, path))
+                for key, metadata, created, modified, path, data in rows:
+                    conn.execute("INSERT INTO keys(key, metadata, created, modified, path, data) "
+                                 "VALUES (?,?,?,?,?,?)",
+                                 (key, json.dumps(metadata, ensure_ascii=False), created, modified, path, data))
                     conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
                                      [(n, canonical(v), key) for n, v in metadata.items()])
                 conn.execute("INSERT INTO settings(name, value) VALUES ('indexed', ?) "
@@ -788,14 +865,14 @@ class FileSystemStore(AbstractStore):
                 raise
         return len(rows)
 
-    def _scan(self) -> List[Tuple[str, Dict[str, Any], float, float, Optional[str]]]:
-        """(key, metadata, created, modified, path) of every key's files.
+    def _scan(self) -> List[Tuple[str, Dict[str, Any], float, float, Optional[str], Optional[bytes]]]:
+        """(key, metadata, created, modified, path, inline data) of every key's files.
 
         A file whose name is not a key's canonical name was written by another tool
         (encore names files after raw keys): its key is its name, and the index records
         the path so the key is read and written where it is.
         """
-        found: Dict[str, Tuple[str, Dict[str, Any], float, float, Optional[str]]] = {}
+        found: Dict[str, Tuple[str, Dict[str, Any], float, float, Optional[str], Optional[bytes]]] = {}
         legacy = []
         for dirpath, dirnames, filenames in os.walk(self.path):
             if dirpath == self.path:
@@ -815,12 +892,16 @@ class FileSystemStore(AbstractStore):
                     metadata = {}
                 if not isinstance(metadata, dict):
                     metadata = {}
-                mtime = os.stat(full).st_mtime
+                st = os.stat(full)
+                data = None
+                if st.st_size <= _INLINE_MAX:
+                    with open(full, "rb") as f:
+                        data = f.read()
                 key = relpath_to_key(rel)
                 if key is not None:
-                    found[key] = (key, metadata, mtime, mtime, None)
+                    found[key] = (key, metadata, st.st_mtime, st.st_mtime, None, data)
                 else:
-                    legacy.append((rel, metadata, mtime, mtime, rel))
+                    legacy.append((rel, metadata, st.st_mtime, st.st_mtime, rel, data))
         for entry in legacy:
             try:
                 check_key(entry[0])
@@ -896,6 +977,37 @@ def _prefix_end(prefix: str) -> str:
             return prefix[:-1] + chr(nxt)
         prefix = prefix[:-1]
     return "\U0010ffff" * 256
+
+
+_KEEP: Any = object()  # a record that leaves the key's data as it is
+
+
+@dataclass
+class _Record:
+    """One change as the index and journal record it."""
+
+    kind: str
+    key: str
+    metadata: Dict[str, Any]
+    text: str  # metadata as JSON
+    old: Optional[Dict[str, Any]]  # metadata before the change
+    data: Any  # new inline bytes, None (a big value, in its file only) or _KEEP
+
+
+def _put_file(path: str, payload: bytes, durable: bool) -> None:
+    """Write ``payload`` over the file at ``path`` in place (made if missing)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        _write_all(fd, payload)
+        os.ftruncate(fd, len(payload))
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
