@@ -47,6 +47,12 @@ def _check_names(value: Any, path: str) -> None:
             _check_names(item, f"{path}[{i}]")
 
 
+# Made once: json.dumps with any option builds a new encoder on every call.
+_dump_strict = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+dump_json = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(value, ensure_ascii=False)``, the form metadata is written in."""
+
+
 def dump_metadata(metadata: Any) -> str:
     """Validate ``metadata`` and return its JSON text.
 
@@ -61,7 +67,7 @@ def dump_metadata(metadata: Any) -> str:
         raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
     # json.dumps rejects cycles, NaN/inf (allow_nan=False) and foreign objects; it would
     # quietly turn int or bool names into strings, so names are checked separately.
-    text = json.dumps(metadata, allow_nan=False, ensure_ascii=False)
+    text = _dump_strict(metadata)
     _check_names(metadata, "")
     return text
 

@@ -55,6 +55,7 @@ from .._keys import (
     METADATA_SUFFIX,
     canonical,
     check_key,
+    dump_json,
     key_to_relpath,
     matches,
     relpath_to_key,
@@ -349,14 +350,25 @@ class FileSystemStore(AbstractStore):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @contextmanager
-    def _exclusive(self) -> Iterator[sqlite3.Connection]:
-        """Hold the store lock exclusively, with every earlier commit fully applied."""
+    def _exclusive(self, begin: bool = False) -> Iterator[sqlite3.Connection]:
+        """Hold the store lock exclusively, with every earlier commit fully applied.
+
+        With ``begin`` an SQLite write transaction is open from the start (one snapshot
+        for the checks and the writes; the caller commits), and rolled back on error.
+        """
         with self._mutex:
             conn = self._conn()
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                self._replay_pending(conn)
-                yield conn
+                if begin:
+                    conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._replay_pending(conn)
+                    yield conn
+                except BaseException:
+                    if begin and conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
@@ -507,7 +519,7 @@ class FileSystemStore(AbstractStore):
             if source is not None:
                 self._take(source, op)
             if metadata is not None:
-                op.meta_text = json.dumps(metadata, ensure_ascii=False)
+                op.meta_text = dump_json(metadata)
             return self._submit(op)
         except BaseException:
             _unlink(op.data_tmp)
@@ -549,7 +561,7 @@ class FileSystemStore(AbstractStore):
 
     def _commit_ops(self, ops: List[_Op]) -> List[Change]:
         """Apply ``ops`` as one commit (see the module docstring). All or nothing."""
-        with self._exclusive() as conn:
+        with self._exclusive(begin=True) as conn:
             now = time.time()
             # File operations, each [op, path, key or target]: "rename" tmp -> path,
             # "unlink" path, "data"/"meta" path: write the key's value/metadata there as
@@ -578,7 +590,7 @@ class FileSystemStore(AbstractStore):
                     files.append(["unlink", data_path, None])
                     files.append(["unlink", meta_path, None])
                     view[op.key] = (None, None, False)
-                    records.append(_Record("delete", op.key, current, json.dumps(current, ensure_ascii=False),
+                    records.append(_Record("delete", op.key, current, dump_json(current),
                                            current, _KEEP))
                     continue
                 text = op.meta_text
@@ -592,7 +604,7 @@ class FileSystemStore(AbstractStore):
                 else:
                     metadata = current if current is not None else {}
                 if text is None:
-                    text = json.dumps(metadata, ensure_ascii=False)
+                    text = dump_json(metadata)
                 data: Any = _KEEP
                 if op.data_tmp is not None:
                     files.append(["rename", op.data_tmp, data_path])
@@ -613,66 +625,66 @@ class FileSystemStore(AbstractStore):
             changes = self._record(conn, records, files, now)
             # The commit point has passed: make the files match it. The journal keeps
             # listing them until the next commit.
-            self._apply_files(files, final)
-            self._applied = self._listed = changes[-1].sequence or 0
+            self._listed = changes[-1].sequence or 0
+            try:
+                self._apply_files(files, final)
+            except OSError as exc:
+                # The change is committed and visible; the next commit (or connect) of any
+                # instance finishes its files.
+                log.error("the files of change %s in %s are not all written yet (%s); the next "
+                          "commit finishes them", self._listed, self.path, exc)
+            else:
+                self._applied = self._listed
         return changes
 
     def _record(self, conn: sqlite3.Connection, records: List["_Record"],
                 files: List[List[Optional[str]]], now: float) -> List[Change]:
-        """One SQLite transaction: index rows, journal rows and the file operations."""
+        """Index rows, journal rows and the file operations, then COMMIT (the transaction
+        was begun by ``_exclusive``)."""
         changes = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if self._listed:  # the previous commit's files are applied by now
-                conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (self._listed,))
-            last = len(records) - 1
-            for i, r in enumerate(records):
-                key = r.key
-                cur = conn.execute(
-                    "INSERT INTO journal(key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?)",
-                    (key, r.kind, r.text, self.origin, now, json.dumps(files) if i == last else None))
-                changes.append(Change(r.kind, key, r.metadata, cur.lastrowid, now))
-                if r.kind == "delete":
-                    conn.execute("DELETE FROM keys WHERE key=?", (key,))
-                    if r.old:
-                        conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?",
-                                         [(n, canonical(v), key) for n, v in r.old.items()])
-                    continue
-                if r.data is _KEEP:
-                    conn.execute(
-                        "INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?) ON CONFLICT(key) "
-                        "DO UPDATE SET metadata=excluded.metadata, modified=excluded.modified",
-                        (key, r.text, now, now))
-                else:
-                    conn.execute(
-                        "INSERT INTO keys(key, metadata, created, modified, data) VALUES (?,?,?,?,?) "
-                        "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, "
-                        "modified=excluded.modified, data=excluded.data",
-                        (key, r.text, now, now, r.data))
-                if r.metadata is r.old:
-                    continue  # the data changed, not the metadata
-                # Only the names whose value changed touch the meta index.
-                new = {n: canonical(v) for n, v in r.metadata.items()}
+        if self._listed:  # the previous commit's files are applied by now
+            conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (self._listed,))
+        last = len(records) - 1
+        for i, r in enumerate(records):
+            key = r.key
+            cur = conn.execute(
+                "INSERT INTO journal(key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?)",
+                (key, r.kind, r.text, self.origin, now, dump_json(files) if i == last else None))
+            changes.append(Change(r.kind, key, r.metadata, cur.lastrowid, now))
+            if r.kind == "delete":
+                conn.execute("DELETE FROM keys WHERE key=?", (key,))
                 if r.old:
-                    gone = [(n, c, key) for n, c in ((n, canonical(v)) for n, v in r.old.items())
-                            if new.get(n) != c]
-                    if gone:
-                        conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?", gone)
-                    kept = {n for n, v in r.old.items() if new.get(n) == canonical(v)}
-                else:
-                    kept = set()
-                added = [(n, c, key) for n, c in new.items() if n not in kept]
-                if added:
-                    conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)", added)
-            # Trim when this commit's sequence numbers cross a multiple of the interval, so
-            # that short-lived writers trim too.
-            first, newest = changes[0].sequence or 0, changes[-1].sequence or 0
-            if (first - 1) // _JOURNAL_TRIM_EVERY != newest // _JOURNAL_TRIM_EVERY:
-                self._trim_journal(conn, newest)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+                    conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?",
+                                     [(n, canonical(v), key) for n, v in r.old.items()])
+                continue
+            if r.data is _KEEP:
+                conn.execute(
+                    "INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?) ON CONFLICT(key) "
+                    "DO UPDATE SET metadata=excluded.metadata, modified=excluded.modified",
+                    (key, r.text, now, now))
+            else:
+                conn.execute(
+                    "INSERT INTO keys(key, metadata, created, modified, data) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, "
+                    "modified=excluded.modified, data=excluded.data",
+                    (key, r.text, now, now, r.data))
+            if r.metadata is r.old:
+                continue  # the data changed, not the metadata
+            # Only the names whose value changed touch the meta index.
+            new = {n: canonical(v) for n, v in r.metadata.items()}
+            was = {n: canonical(v) for n, v in r.old.items()} if r.old else {}
+            gone = [(n, c, key) for n, c in was.items() if new.get(n) != c]
+            if gone:
+                conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?", gone)
+            added = [(n, c, key) for n, c in new.items() if was.get(n) != c]
+            if added:
+                conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)", added)
+        # Trim when this commit's sequence numbers cross a multiple of the interval, so
+        # that short-lived writers trim too.
+        first, newest = changes[0].sequence or 0, changes[-1].sequence or 0
+        if (first - 1) // _JOURNAL_TRIM_EVERY != newest // _JOURNAL_TRIM_EVERY:
+            self._trim_journal(conn, newest)
+        conn.execute("COMMIT")
         return changes
 
     def _trim_journal(self, conn: sqlite3.Connection, last: int) -> None:
@@ -722,7 +734,8 @@ class FileSystemStore(AbstractStore):
                 if payload is None:  # replaced by a big value later in the same commit
                     continue
                 _put_file(path, payload, self.durable)
-                dirs.add(os.path.dirname(path))
+                if self.durable:
+                    dirs.add(os.path.dirname(path))
         if self.durable:
             dirs.add(self._tmpdir)
             for d in dirs:
@@ -854,7 +867,7 @@ class FileSystemStore(AbstractStore):
                 for key, metadata, created, modified, path, data in rows:
                     conn.execute("INSERT INTO keys(key, metadata, created, modified, path, data) "
                                  "VALUES (?,?,?,?,?,?)",
-                                 (key, json.dumps(metadata, ensure_ascii=False), created, modified, path, data))
+                                 (key, dump_json(metadata), created, modified, path, data))
                     conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
                                      [(n, canonical(v), key) for n, v in metadata.items()])
                 conn.execute("INSERT INTO settings(name, value) VALUES ('indexed', ?) "
