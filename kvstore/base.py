@@ -187,6 +187,17 @@ class Subscription:
 _operation_ids = itertools.count(1)
 
 
+def _progress_wanted(store: "AbstractStore", steps: int) -> bool:
+    counts = (len(signals.progress_start.receivers), len(signals.progress_step.receivers),
+              len(signals.progress_end.receivers))
+    if not any(counts):
+        return False
+    gates = store._progress_gates
+    if not gates or steps < 0 or max(counts) > len(gates):
+        return True
+    return steps >= min(gates.values())
+
+
 class _Progress:
     """One progress operation: start was sent; ``advance`` sends steps; ``finish`` the end."""
 
@@ -197,8 +208,7 @@ class _Progress:
         self.steps = steps
         self.done = 0
         self.sent = -1
-        self.live = bool(signals.progress_start.receivers or signals.progress_step.receivers
-                         or signals.progress_end.receivers)
+        self.live = _progress_wanted(store, steps)
         # Unique across processes and hosts: the store's origin and a per-process count.
         self.operation_id = f"{store.origin}:{next(_operation_ids)}" if self.live else ""
         if self.live:
@@ -344,6 +354,10 @@ class AbstractStore(ABC):
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._connected = False
         self._local = threading.local()
+        # Progress listeners of this store that only want operations of at least so many
+        # bytes (a relay's progress_min_bytes), by listener id. When every progress
+        # receiver is one of them, a smaller operation of known size builds no events.
+        self._progress_gates: Dict[str, int] = {}
 
     # ------------------------------------------------------------------ hooks
 

@@ -452,6 +452,10 @@ class RedisRelay:
         ]
         for thread in self._threads:
             thread.start()
+        if self.progress:
+            # Smaller operations of a known size are not relayed: the store need not even
+            # build their progress events when no one else listens.
+            self.store._progress_gates[self.relay_id] = self.progress_min_bytes
         for sig in _SIGNALS:
             if sig in (signals.progress_start, signals.progress_step, signals.progress_end) \
                     and not self.progress:
@@ -475,6 +479,7 @@ class RedisRelay:
             # sig.receivers (a strong reference, and stores would go on building events
             # for nobody). This bound method is ours alone, so disconnect it everywhere.
             sig.disconnect(self._on_event)
+        self.store._progress_gates.pop(self.relay_id, None)
         with self._lock:
             self._stopping = True
             self._not_empty.notify_all()
@@ -653,6 +658,7 @@ class RedisRelay:
     def _send_loop(self) -> None:
         backoff = _Backoff(*self._backoff)
         unsent = 0
+        last_sent = 0.0
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
@@ -681,11 +687,14 @@ class RedisRelay:
                 with self._lock:
                     self._stats["published"] += sum(count for _, count in messages)
                     self._stats["messages"] += len(messages)
-                if len(batch) > 1 and self.linger > 0 and not self._queue and not self._stopping:
-                    # Events are coming in faster than one at a time: let the next ones
+                now = time.monotonic()
+                busy = len(batch) > 1 or now - last_sent < 2 * self.linger
+                last_sent = now
+                if busy and self.linger > 0 and not self._queue and not self._stopping:
+                    # Events are coming in faster than one per linger: let the next ones
                     # gather. Waking this thread for each event of a busy store costs
-                    # that store two GIL hand-offs per write. (A lone event after a quiet
-                    # spell, or a backlog, goes at once.)
+                    # that store GIL hand-offs on every write. (A lone event after a
+                    # quiet spell, or a backlog, goes at once.)
                     time.sleep(self.linger)
                 break
         if unsent:
