@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import pytest
@@ -272,3 +273,26 @@ def test_custom_magic_file_and_name(tmp_path):
         info = store.info()
         assert info["name"] == "mine" and info["path"] == str(root) and info["keys"] == 1
     assert (root / ".MyStore").exists() and not (root / ".FSStore").exists()
+
+
+def test_small_values_are_served_from_the_index_and_reindex_refreshes_them(fs):
+    fs.set("k", (b"old", {"a": 1}))
+    assert open(os.path.join(fs.path, "k.data"), "rb").read() == b"old"  # the file holds it too
+    with open(os.path.join(fs.path, "k.data"), "wb") as f:  # changed behind the store's back
+        f.write(b"edited")
+    assert fs.get_data("k").read() == b"old"
+    fs.reindex()
+    assert fs.get_data("k").read() == b"edited"
+
+
+@pytest.mark.parametrize("sizes", [(100_000, 10), (10, 100_000), (10, 20), (100_000, 200_000)])
+def test_an_open_value_keeps_its_snapshot_when_the_key_is_overwritten(fs, sizes):
+    first, second = (bytes([65 + i]) * n for i, n in enumerate(sizes))
+    fs.set("k", (first, {"n": 1}))
+    value = fs.get("k")
+    stream = value.data
+    fs.set("k", (second, {"n": 2}))
+    assert stream.read() == first and value.metadata == {"n": 1}
+    assert fs.get_data("k").read() == second
+    assert open(os.path.join(fs.path, "k.data"), "rb").read() == second
+    assert json.loads(open(os.path.join(fs.path, "k.metadata"), "rb").read()) == {"n": 2}

@@ -383,6 +383,22 @@ def test_progress_of_operations_under_a_mebibyte_is_not_relayed_by_default(store
     assert ("StoreProgressStartEvent", "large") in names and names[-1] == ("StoreSetEvent", "large")
 
 
+def test_a_relay_alone_makes_no_progress_events_for_small_operations(stores, server):
+    from kvstore.base import _progress_wanted
+
+    a = stores("a")
+    assert not _progress_wanted(a, 10)  # no listener at all
+    with RedisRelay(a, client(server), progress_min_bytes=1000, **FAST):
+        assert not _progress_wanted(a, 999)  # the relay would drop them: none are built
+        assert _progress_wanted(a, 1000) and _progress_wanted(a, -1)  # big or of unknown size
+        heard = []
+        with signals.progress_start.connected_to(lambda sender, event: heard.append(event.key)):
+            assert _progress_wanted(a, 10)  # another listener wants every operation
+            a.set("small", (b"x" * 10, {}))
+        assert heard == ["small"]
+    assert a._progress_gates == {}  # stop() takes the floor away
+
+
 # ------------------------------------------------------------ receiving side
 
 class _Boom:
