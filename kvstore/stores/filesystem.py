@@ -2,29 +2,36 @@
 
 How a commit works
 ------------------
-Data and metadata are first written to temporary files in ``.kvstore/tmp`` (outside any
-lock, so readers never wait for a stream). Then, holding the store's exclusive lock
-(``flock`` on ``.kvstore/lock``, plus a thread mutex), one SQLite transaction in
-``.kvstore/index.sqlite`` (WAL mode) records, together:
+A value bigger than ``_INLINE_MAX`` is first written to a temporary file in
+``.kvstore/tmp`` (outside any lock, so readers never wait for a stream); a smaller one is
+kept in memory. Then, holding the store's exclusive lock (``flock`` on ``.kvstore/lock``,
+plus a thread mutex), one SQLite transaction in ``.kvstore/index.sqlite`` (WAL mode)
+records, together:
 
-* the index rows (``keys``: metadata per key; ``meta``: one row per top-level name with its
-  canonical JSON value, for indexed queries),
+* the index rows (``keys``: metadata per key, and the bytes of a small value;
+  ``meta``: one row per top-level name with its canonical JSON value, for indexed queries),
 * the change journal row(s) with their sequence numbers, the last of them also listing the
-  file renames/unlinks that realise the change (``journal.files``).
+  file operations that realise the change (``journal.files``): renames of temporary files,
+  unlinks, and in-place writes of a small value's data file and of metadata files, whose
+  contents are the index rows.
 
-That COMMIT is the commit point. The renames are then applied, still under the lock. If the
-process dies before they are all done, the next writer (or the next ``connect``) finds the
-newest journal row still listing its files and replays them: every operation is idempotent
-because temporary names are never reused. The next commit clears that list. So a key is
+That COMMIT is the commit point. The file operations are then done, still under the lock.
+If the process dies before they are all done (even in the middle of a write), the next
+writer (or the next ``connect``) finds the newest journal row still listing its operations
+and does them again, from the index rows: every operation is idempotent because temporary
+names are never reused and writes are whole. The next commit clears that list. So a key is
 always its complete old pair or its complete new pair.
 
-Readers take the lock *shared* only while they read the index row and open the data file;
-the open descriptor keeps the data of that moment, so a :class:`Value` is a consistent
-snapshot however long it is read.
+A small value is read from its index row: data and metadata of one commit, no lock. A big
+one is read under the lock *shared*, held only while the index row is read and the data
+file opened; the open descriptor keeps the data of that moment, so a :class:`Value` is a
+consistent snapshot however long it is read. A file that is a big value's is therefore
+always replaced (renamed over or unlinked), never rewritten in place.
 
 Each commit touches few pages, which is what a WAL commit costs: ``keys`` and ``meta`` are
-WITHOUT ROWID tables (no second B-tree), old ``meta`` rows are deleted by their primary key,
-and the journal's sequence is its rowid (never reused: trimming keeps the newest rows).
+WITHOUT ROWID tables (no second B-tree), only the ``meta`` rows of names whose value
+changed are written, and the journal's sequence is its rowid (never reused: trimming keeps
+the newest rows).
 
 The files stay the source of truth: ``reindex()`` rebuilds the index from them, and an
 encore-era directory (no index yet) is indexed when first connected.
@@ -402,7 +409,7 @@ class FileSystemStore(AbstractStore):
         """Read a small value into ``op.data``; stream a bigger one to ``op.data_tmp``."""
         head = b""
         if source.steps <= _INLINE_MAX:  # small, or of unknown size: read to find out
-            chunks = []
+            chunks: List[bytes] = []
             size = 0
             while size <= _INLINE_MAX:
                 chunk = source.read(source.buffer_size)
