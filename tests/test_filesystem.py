@@ -296,3 +296,31 @@ def test_an_open_value_keeps_its_snapshot_when_the_key_is_overwritten(fs, sizes)
     assert fs.get_data("k").read() == second
     assert open(os.path.join(fs.path, "k.data"), "rb").read() == second
     assert json.loads(open(os.path.join(fs.path, "k.metadata"), "rb").read()) == {"n": 2}
+
+
+def test_a_file_write_failing_after_the_commit_is_finished_by_the_next_commit(fs, monkeypatch, caplog):
+    import errno
+
+    from kvstore import signals
+    from kvstore.stores import filesystem
+
+    real_put = filesystem._put_file
+    calls = []
+
+    def put(path, payload, durable):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_put(path, payload, durable)
+
+    monkeypatch.setattr(filesystem, "_put_file", put)
+    heard = []
+    with signals.store_set.connected_to(lambda sender, event: heard.append(event.key), sender=fs):
+        fs.set("k", (b"value", {"a": 1}))  # committed: the write happened, so no error
+    assert heard == ["k"]
+    assert fs.get_data("k").read() == b"value" and fs.get_metadata("k") == {"a": 1}
+    assert "not all written yet" in caplog.text
+    assert not os.path.exists(os.path.join(fs.path, "k.data"))
+    fs.set("other", (b"x", {}))  # the next commit finishes the files first
+    assert open(os.path.join(fs.path, "k.data"), "rb").read() == b"value"
+    assert json.loads(open(os.path.join(fs.path, "k.metadata"), "rb").read()) == {"a": 1}
