@@ -253,9 +253,11 @@ class RedisRelay:
         :attr:`last_id`) to resume after it.
     batch_size : events published at most in one go (one message when they fit), and
         stream entries read at once.
-    linger : seconds the sender waits, after publishing a batch of several events, before
-        it takes the next one, so the events of a busy store travel together. A lone event
-        after a quiet spell leaves at once; 0 never waits.
+    linger : seconds the sender waits, after publishing while events keep coming (a batch
+        of several, or one less than two lingers after the last), before it takes the next
+        ones, so the events of a busy store travel together: fewer messages cost the
+        writing thread less, each event may wait that long. A lone event after a quiet
+        spell leaves at once; 0 never waits.
     poll_interval : seconds; how often the receiver looks at the stop flag (pub/sub read
         timeout, XREAD BLOCK time).
     backoff : (first, largest) delay in seconds between reconnection attempts.
