@@ -18,11 +18,13 @@ writing the directory. The journal, not the files, is the source of the watcher'
   but never loses it.
 
 A value is never reported half-written: a journal row exists only once its commit has
-passed, and the data and metadata were complete (in temporary files) before that. A
-receiver that reads the key sees the change: ``get_metadata``, ``exists`` and ``query`` read
-the index, committed with the journal row, and ``get`` takes the store lock shared, which
-waits for the writer to finish renaming the files of that commit. (The watcher itself does
-not wait for that lock: a writer descheduled while holding it would delay every event.)
+passed, and the new data and metadata were complete before that (a small value in the
+index row itself, a big one in a temporary file). A receiver that reads the key sees the
+change: ``get_metadata``, ``exists``, ``query`` and ``get`` of a small value read the index,
+committed with the journal row, and ``get`` of a big value takes the store lock shared,
+which waits for the writer to finish the file operations of that commit. (The watcher
+itself does not wait for that lock: a writer descheduled while holding it would delay
+every event.)
 
 This module needs the ``watch`` extra: ``pip install 'kvstore[watch]'``.
 """
