@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ import time
 import pytest
 
 import kvstore
+from kvstore._keys import key_to_relpath
 
 WORKER = r"""
 import hashlib, io, os, random, sys
@@ -76,6 +79,11 @@ def test_writers_and_readers_share_a_directory(tmp_path):
         # one journal row per change, numbered without gap or repeat across processes
         assert seqs == list(range(1, 1 + 1 + 3 * 150 * 2))
         assert store.last_sequence() == seqs[-1]
+        # the files, written by three processes in turn, hold what the index holds
+        for key in store.glob("*"):
+            base = os.path.join(path, key_to_relpath(key))
+            assert open(base + ".data", "rb").read() == store.get_data(key).read(), key
+            assert json.loads(open(base + ".metadata", "rb").read()) == store.get_metadata(key), key
 
 
 def test_update_metadata_is_atomic_across_processes(tmp_path):
