@@ -20,7 +20,7 @@ import textwrap
 import threading
 import time
 import uuid
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import pytest
 
