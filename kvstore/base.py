@@ -142,6 +142,7 @@ class Change:
     metadata: Dict[str, Any]
     sequence: Optional[int] = None
     timestamp: Optional[float] = None
+    text: Optional[str] = None  # the metadata as JSON, when the backend has it at hand
 
 
 @dataclass
@@ -788,7 +789,9 @@ class AbstractStore(ABC):
                 continue
             cls = MODIFICATION_CLASSES[change.kind]
             self._send(signal, cls(store=self, origin=self.origin, key=change.key,
-                                   metadata=_copy_metadata(change.metadata), sequence=change.sequence,
+                                   metadata=(_copy_metadata(change.metadata) if change.text is None
+                                             else json.loads(change.text)),
+                                   sequence=change.sequence,
                                    timestamp=time.time() if change.timestamp is None else change.timestamp))
 
     def _send(self, signal: Any, event: StoreEvent) -> None:

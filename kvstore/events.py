@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Type
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 
 __all__ = [
     "StoreEvent",
@@ -30,6 +30,17 @@ __all__ = [
 ]
 
 _CLASSES: Dict[str, Type["StoreEvent"]] = {}
+_JSON_FIELDS: Dict[type, Tuple[str, ...]] = {}
+
+
+def _json_fields(cls: type) -> Tuple[str, ...]:
+    """Names of the fields in the JSON form of ``cls`` (all but ``store``), found once:
+    ``dataclasses.fields()`` is too slow for every event a bridge carries."""
+    names = _JSON_FIELDS.get(cls)
+    if names is None:
+        names = _JSON_FIELDS[cls] = tuple(
+            f.name for f in dataclasses.fields(cls) if f.name != "store")
+    return names
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,10 +66,10 @@ class StoreEvent:
 
     def to_dict(self) -> Dict[str, Any]:
         """Return a JSON-safe dict of the event, naming its class under ``"type"``."""
-        d: Dict[str, Any] = {"type": type(self).__name__}
-        for f in dataclasses.fields(self):
-            if f.name != "store":
-                d[f.name] = getattr(self, f.name)
+        cls = type(self)
+        d: Dict[str, Any] = {"type": cls.__name__}
+        for name in _json_fields(cls):
+            d[name] = getattr(self, name)
         return d
 
     @staticmethod
@@ -75,7 +86,7 @@ class StoreEvent:
         cls = _CLASSES.get(d.get("type"))  # type: ignore[arg-type]
         if cls is None:
             raise ValueError(f"unknown event type {d.get('type')!r}")
-        names = {f.name for f in dataclasses.fields(cls)} - {"store"}
+        names = _json_fields(cls)
         kwargs = {k: v for k, v in d.items() if k in names}
         try:
             event = cls(store=store, **kwargs)
@@ -85,13 +96,13 @@ class StoreEvent:
         return event
 
     def _check_types(self) -> None:
-        for f in dataclasses.fields(self):
-            expected = _FIELD_TYPES.get(f.name)
-            value = getattr(self, f.name)
+        for name in _json_fields(type(self)):
+            expected = _FIELD_TYPES.get(name)
+            value = getattr(self, name)
             if expected is not None and not isinstance(value, expected):
-                raise ValueError(f"field {f.name!r} has the wrong type")
-            if isinstance(value, bool) and f.name not in ("remote",):
-                raise ValueError(f"field {f.name!r} has the wrong type")
+                raise ValueError(f"field {name!r} has the wrong type")
+            if isinstance(value, bool) and name != "remote":
+                raise ValueError(f"field {name!r} has the wrong type")
 
     def replace(self, **changes: Any) -> "StoreEvent":
         """Return a copy of the event with ``changes`` applied."""

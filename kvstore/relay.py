@@ -258,6 +258,10 @@ class RedisRelay:
         ones, so the events of a busy store travel together: fewer messages cost the
         writing thread less, each event may wait that long. A lone event after a quiet
         spell leaves at once; 0 never waits.
+    max_linger : seconds the wait grows to under a sustained stream: while more than two
+        events arrive per ``linger``, each wait is twice the last, up to this; it is back
+        to ``linger`` as soon as the stream thins. It bounds how long an event of a busy
+        store waits; ``max_linger=linger`` keeps the wait fixed.
     poll_interval : seconds; how often the receiver looks at the stop flag (pub/sub read
         timeout, XREAD BLOCK time).
     backoff : (first, largest) delay in seconds between reconnection attempts.
@@ -294,6 +298,7 @@ class RedisRelay:
         since: Optional[str] = None,
         batch_size: int = 512,
         linger: float = 0.001,
+        max_linger: float = 0.02,
         poll_interval: float = 0.2,
         backoff: Tuple[float, float] = (0.05, 5.0),
         health_check_interval: float = 5.0,
@@ -323,6 +328,7 @@ class RedisRelay:
         self.maxlen = int(maxlen)
         self.batch_size = int(batch_size)
         self.linger = float(linger)
+        self.max_linger = max(self.linger, float(max_linger))
         self.poll_interval = float(poll_interval)
         self.health_check_interval = float(health_check_interval)
         self.flush_timeout = float(flush_timeout)
@@ -378,6 +384,8 @@ class RedisRelay:
         self._send_up: Optional[bool] = None
         self._recv_up: Optional[bool] = None
         self._last_drop_log = 0.0
+        self._pub_conn: Any = None  # the sender thread's connection
+        self._idle = False  # the sender waits for events (under _lock)
         self._stats = collections.Counter({
             "published": 0, "messages": 0, "received": 0, "delivered": 0, "rejected": 0,
             "duplicates": 0, "dropped": 0, "gaps": 0, "subscriptions": 0, "reconnects": 0,
@@ -580,7 +588,8 @@ class RedisRelay:
                     return
                 self._seq += 1
                 self._queue.append((self._seq, event))
-            self._not_empty.notify()
+            if self._idle:  # else the sender comes back for the queue by itself
+                self._not_empty.notify()
 
     def _note_drop(self) -> None:
         # Called with the lock held: count every drop, log at most every 5 s.
@@ -661,10 +670,13 @@ class RedisRelay:
         backoff = _Backoff(*self._backoff)
         unsent = 0
         last_sent = 0.0
+        wait = self.linger
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
+                    self._idle = True
                     self._not_empty.wait()
+                    self._idle = False
                 if not self._queue or self._abort.is_set():
                     unsent += len(self._queue)
                     self._queue.clear()
@@ -690,32 +702,82 @@ class RedisRelay:
                     self._stats["published"] += sum(count for _, count in messages)
                     self._stats["messages"] += len(messages)
                 now = time.monotonic()
-                busy = len(batch) > 1 or now - last_sent < 2 * self.linger
-                last_sent = now
-                if busy and self.linger > 0 and not self._queue and not self._stopping:
-                    # Events are coming in faster than one per linger: let the next ones
-                    # gather. Waking this thread for each event of a busy store costs
-                    # that store GIL hand-offs on every write. (A lone event after a
-                    # quiet spell, or a backlog, goes at once.)
-                    time.sleep(self.linger)
+                interval, last_sent = now - last_sent, now
+                wait = self._next_wait(wait, len(batch), interval)
+                # A lone event after a quiet spell, or a backlog of a whole batch, goes
+                # at once; events that keep coming gather for the next message.
+                busy = len(batch) > 1 or interval < 2 * self.linger
+                if (busy and wait > 0 and len(self._queue) < self.batch_size
+                        and not self._stopping):
+                    time.sleep(wait)
                 break
+        self._release_pub_conn()
         if unsent:
             log.warning("relay %s: stopped with %d events unpublished (Redis unreachable for "
                         "flush_timeout=%.1fs)", self.relay_id[:6], unsent, self.flush_timeout)
 
+    def _next_wait(self, wait: float, count: int, interval: float) -> float:
+        """How long the sender gathers events next, after sending ``count`` events that
+        came in over ``interval`` seconds while it waited ``wait``.
+
+        Each message costs the store's thread hand-offs of the interpreter lock to this
+        thread and the receiver's. While more than two events arrive per ``linger``, the
+        wait doubles up to ``max_linger``; it is back to ``linger`` as soon as the stream
+        thins.
+        """
+        if count * self.linger > 2 * interval:
+            return min(self.max_linger, 2 * wait)
+        return self.linger
+
     def _publish(self, payloads: List[bytes]) -> None:
+        """Send the messages in one write and read every reply; raise on any failure."""
+        commands: List[Tuple[Any, ...]]
         if self.durable:
-            pipe = self._client.pipeline(transaction=False)
-            for payload in payloads:
-                pipe.xadd(self.channel, {"m": payload}, maxlen=self.maxlen, approximate=True)
-            pipe.execute()
-        elif len(payloads) == 1:
-            self._client.publish(self.channel, payloads[0])
+            commands = [("XADD", self.channel, "MAXLEN", "~", self.maxlen, "*", "m", payload)
+                        for payload in payloads]
         else:
+            commands = [("PUBLISH", self.channel, payload) for payload in payloads]
+        pool = getattr(self._client, "connection_pool", None)
+        if pool is None:  # a client without a pool of connections: its own pipeline
             pipe = self._client.pipeline(transaction=False)
-            for payload in payloads:
-                pipe.publish(self.channel, payload)
+            for command in commands:
+                pipe.execute_command(*command)
             pipe.execute()
+            return
+        # One connection kept by the sender thread, spoken to directly: the client's
+        # per-command machinery (pool checkout, retry wrapper, metrics) costs more CPU
+        # than the write itself, and every bit of it is taken from the store's thread.
+        conn = self._pub_conn
+        if conn is None:
+            try:
+                conn = pool.get_connection()
+            except TypeError:  # redis-py before 5.3 wants a command name
+                conn = pool.get_connection("PUBLISH")
+            self._pub_conn = conn
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            error: Optional[Exception] = None
+            for _ in commands:
+                try:
+                    conn.read_response()
+                except self._redis.exceptions.ResponseError as exc:  # the connection is fine
+                    error = error or exc
+        except BaseException:
+            self._release_pub_conn(broken=True)
+            raise
+        if error is not None:
+            raise error
+
+    def _release_pub_conn(self, broken: bool = False) -> None:
+        conn, self._pub_conn = self._pub_conn, None
+        if conn is None:
+            return
+        try:
+            if broken:
+                conn.disconnect()
+            self._client.connection_pool.release(conn)
+        except Exception:  # a connection that cannot even be closed is simply dropped
+            log.debug("releasing the publishing connection failed", exc_info=True)
 
     # -------------------------------------------------------- receiving side
 

@@ -693,6 +693,59 @@ def test_start_stop_idempotent_and_threads_joined(stores, server):
     assert [len(sig.receivers) for sig in ALL_SIGNALS] == before
 
 
+def test_the_wait_grows_under_a_stream_and_falls_back_when_it_thins(stores, server):
+    relay = RedisRelay(stores(), client(server), linger=0.001, max_linger=0.016)
+    wait = relay.linger
+    for _ in range(3):  # one event per linger: the wait stays at linger
+        wait = relay._next_wait(wait, 1, 0.001)
+        assert wait == 0.001
+    waits = []
+    for _ in range(6):  # ten events per ms: each wait twice the last, up to max_linger
+        wait = relay._next_wait(wait, round(10 * wait / 0.001), wait)
+        waits.append(wait)
+    assert waits == [0.002, 0.004, 0.008, 0.016, 0.016, 0.016]
+    # the stream thins to one event per ms: back to linger at once
+    assert relay._next_wait(wait, 16, 0.016) == 0.001
+    fixed = RedisRelay(stores(), client(server), linger=0.001, max_linger=0.001)
+    assert fixed._next_wait(0.001, 100, 0.001) == 0.001
+    # max_linger is never below linger
+    assert RedisRelay(stores(), client(server), linger=0.01, max_linger=0.001).max_linger == 0.01
+
+
+def test_a_stream_of_events_arrives_whole_and_in_order(stores, server, recorders):
+    a, b = stores("a"), stores("b")
+    rec_b = recorders(b)
+    with RedisRelay(a, client(server), progress=False, **FAST) as ra, \
+            RedisRelay(b, client(server), **FAST) as rb:
+        assert ra.wait_ready(5) and rb.wait_ready(5)
+        for i in range(2000):
+            a.set_metadata(f"k{i % 50}", {"i": i})
+        wait_for(lambda: len(rec_b.events(remote=True)) >= 2000, timeout=20, what="2000 events")
+    assert [e.metadata["i"] for e in rec_b.events(remote=True)] == list(range(2000))
+    assert ra.stats["published"] == 2000 and ra.stats["dropped"] == 0
+    assert ra.stats["messages"] < 2000  # batched
+
+
+def test_an_error_reply_is_retried_until_redis_takes_the_message(stores, server, recorders,
+                                                                  caplog):
+    a, b = stores("a"), stores("b")
+    rec_b = recorders(b)
+    raw = client(server)
+    raw.set("blocked", b"not a stream")  # XADD onto it: WRONGTYPE
+    with RedisRelay(a, client(server), channel="blocked", durable=True, progress=False,
+                    **FAST) as ra, \
+            RedisRelay(b, client(server), channel="blocked", durable=True, since="0",
+                       **FAST) as rb:
+        a.set_metadata("k", {"n": 1})
+        wait_for(lambda: "WRONGTYPE" in caplog.text, what="the error logged")
+        assert ra.stats["published"] == 0
+        raw.delete("blocked")
+        wait_for(lambda: [e.key for e in rec_b.events(remote=True)] == ["k"],
+                 what="the event after the error cleared")
+        assert rb.is_connected()
+    assert ra.stats["published"] == 1
+
+
 # ======================================================= real redis-server
 
 @pytest.fixture(scope="session")

@@ -657,7 +657,7 @@ class FileSystemStore(AbstractStore):
             cur = conn.execute(
                 "INSERT INTO journal(key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?)",
                 (key, r.kind, r.text, self.origin, now, dump_json(files) if i == last else None))
-            changes.append(Change(r.kind, key, r.metadata, cur.lastrowid, now))
+            changes.append(Change(r.kind, key, r.metadata, cur.lastrowid, now, r.text))
             if r.kind == "delete":
                 conn.execute("DELETE FROM keys WHERE key=?", (key,))
                 if r.old:
