@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import textwrap
@@ -909,6 +910,36 @@ def test_password_and_acl_user_via_url(stores, recorders, caplog):
     assert "AuthenticationError" in caplog.text or "WRONGPASS" in caplog.text
     assert "pa55-word" not in caplog.text and "u5er-pw" not in caplog.text
     assert "b4d-pw-xyz" not in caplog.text
+
+
+def test_tls_via_rediss_url(stores, recorders, caplog):
+    caplog.set_level(logging.INFO, logger="kvstore.relay")
+    with real_server(tls=True) as srv:
+        assert srv.url.startswith("rediss://127.0.0.1:")
+        a, b, c = stores("a"), stores("b"), stores("c")
+        rec_b = recorders(b)
+        with RedisRelay(a, srv.url, progress=False) as ra, RedisRelay(b, srv.url) as rb:
+            assert ra.wait_ready(10) and rb.wait_ready(10)
+            a.set_metadata("over-tls", {"n": 1})
+            wait_for(lambda: [e.key for e in rec_b.events(remote=True)] == ["over-tls"],
+                     what="the event over TLS")
+        # Without the authority that signed the server's certificate, the server is not
+        # trusted: the relay never connects, says why, and the store stays usable.
+        untrusted = f"rediss://127.0.0.1:{srv.port}/0"
+        with RedisRelay(c, untrusted, backoff=(0.05, 0.1), flush_timeout=0.2) as rc:
+            assert not rc.wait_ready(1)
+            c.set_metadata("still-usable", {})
+            assert c.exists("still-usable")
+            assert rc.stats["published"] == 0 and rc.stats["subscriptions"] == 0
+        assert "certificate verify failed" in caplog.text.lower()
+        # The TLS port does not speak plain Redis
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            sock.sendall(b"PING\r\n")
+            try:
+                reply = sock.recv(64)
+            except (socket.timeout, ConnectionResetError):
+                reply = b""
+        assert b"PONG" not in reply
 
 
 def test_junk_on_real_server(redis_server, stores, recorders):
