@@ -747,26 +747,34 @@ class RedisRelay:
         # One connection kept by the sender thread, spoken to directly: the client's
         # per-command machinery (pool checkout, retry wrapper, metrics) costs more CPU
         # than the write itself, and every bit of it is taken from the store's thread.
-        conn = self._pub_conn
-        if conn is None:
-            try:
-                conn = pool.get_connection()
-            except TypeError:  # redis-py before 5.3 wants a command name
-                conn = pool.get_connection("PUBLISH")
-            self._pub_conn = conn
-        try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            error: Optional[Exception] = None
-            for _ in commands:
+        for attempt in (1, 2):
+            conn = self._pub_conn
+            kept = conn is not None
+            if conn is None:
                 try:
-                    conn.read_response()
-                except self._redis.exceptions.ResponseError as exc:  # the connection is fine
-                    error = error or exc
-        except BaseException:
-            self._release_pub_conn(broken=True)
-            raise
-        if error is not None:
-            raise error
+                    conn = pool.get_connection()
+                except TypeError:  # redis-py before 5.3 wants a command name
+                    conn = pool.get_connection("PUBLISH")
+                self._pub_conn = conn
+            try:
+                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                error: Optional[Exception] = None
+                for _ in commands:
+                    try:
+                        conn.read_response()
+                    except self._redis.exceptions.ResponseError as exc:  # connection is fine
+                        error = error or exc
+            except self._redis.exceptions.ConnectionError:
+                self._release_pub_conn(broken=True)
+                if kept and attempt == 1:
+                    continue  # closed while idle (server timeout, CLIENT KILL): a new one
+                raise
+            except BaseException:
+                self._release_pub_conn(broken=True)
+                raise
+            if error is not None:
+                raise error
+            return
 
     def _release_pub_conn(self, broken: bool = False) -> None:
         conn, self._pub_conn = self._pub_conn, None

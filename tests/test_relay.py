@@ -942,6 +942,28 @@ def test_tls_via_rediss_url(stores, recorders, caplog):
         assert b"PONG" not in reply
 
 
+def test_a_closed_publishing_connection_is_replaced_at_once(redis_server, stores, recorders,
+                                                             caplog):
+    caplog.set_level(logging.INFO, logger="kvstore.relay")
+    ch = channel()
+    a, b = stores("a"), stores("b")
+    rec_b = recorders(b)
+    with RedisRelay(a, redis_server.url, channel=ch, progress=False) as ra, \
+            RedisRelay(b, redis_server.url, channel=ch) as rb:
+        assert ra.wait_ready(10) and rb.wait_ready(10)
+        a.set_metadata("one", {})
+        wait_for(lambda: len(rec_b.events(remote=True)) == 1, what="the first event")
+        # As a server's idle timeout would: close every connection that is not pub/sub
+        raw = redis.Redis.from_url(redis_server.url)
+        assert raw.client_kill_filter(_type="normal", skipme=True) >= 1
+        raw.close()
+        a.set_metadata("two", {})
+        wait_for(lambda: len(rec_b.events(remote=True)) == 2, what="the second event")
+    assert [e.key for e in rec_b.events(remote=True)] == ["one", "two"]
+    assert "cannot reach" not in caplog.text  # replaced without a retry delay or a warning
+    assert ra.stats["published"] == 2
+
+
 def test_junk_on_real_server(redis_server, stores, recorders):
     b = stores("b")
     rec_b = recorders(b)
