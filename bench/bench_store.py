@@ -4,8 +4,9 @@ Prints figures and ratios (ratios are what to quote: these machines are shared a
 
 * set / get of 100-byte values with small metadata at N keys, both into an empty store
   (new keys) and over existing keys: kvstore, encore 0.8.0's FileSystemStore
-  (non-atomic), diskcache, and the floor of plain Python writing two temp files + rename
-  per set;
+  (non-atomic), diskcache, the floor of plain Python writing two temp files + rename per
+  set, and encore's file work alone (two plain writes per set), with what kvstore and
+  encore each add to it for a new key;
 * query_keys with a single match and glob with a literal prefix at N and at --query-n keys,
   against encore's scan of every metadata file;
 * the cost of the signal bus with no listener, as a share of a set;
@@ -160,6 +161,36 @@ class Raw(Peer):
                 json.loads(f.read())
 
 
+class Creates(Peer):
+    """encore's file work without its Python: two plain file writes per set (made when
+    missing, truncated otherwise), nothing atomic, no index."""
+
+    name = "raw 2x write"
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.dir = os.path.join(root, "plain")
+        os.makedirs(self.dir)
+
+    def set(self, n):
+        d = self.dir
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        for i in range(n):
+            md = json.dumps(_md(i)).encode()
+            for suffix, payload in ((".data", VALUE), (".metadata", md)):
+                fd = os.open(f"{d}/k{i}{suffix}", flags, 0o644)
+                os.write(fd, payload)
+                os.close(fd)
+
+    def get(self, n):
+        d = self.dir
+        for i in range(n):
+            with open(f"{d}/k{i}.data", "rb") as f:
+                f.read()
+            with open(f"{d}/k{i}.metadata", "rb") as f:
+                json.loads(f.read())
+
+
 def _settle(seconds=3.0):
     """Let the disk finish what a big delete started (it slows file creation for a while)."""
     os.sync()
@@ -169,7 +200,7 @@ def _settle(seconds=3.0):
 def bench_small(root, n, repeats):
     print(f"\n== set / get of 100-byte values with small metadata, N={n:,} (best of {repeats}) ==")
     print("set new: N keys written into an empty store; set over: the same N keys written again")
-    peers = (KV, Encore, DiskCache, Raw)
+    peers = (KV, Encore, DiskCache, Raw, Creates)
     runs = {cls.name: ([], [], []) for cls in peers}
     # Rounds interleave the peers, so that the disk's slow spells (they last seconds
     # here, after a big delete) do not all fall on one of them.
@@ -194,6 +225,10 @@ def bench_small(root, n, repeats):
         if name != "kvstore":
             print(f"  vs {name:20s} set new x{s_new / kv_new:5.2f}   set over x{s_over / kv_over:5.2f}   "
                   f"get x{g / kv_get:5.2f}")
+    # A new key costs every store here two new files; what each adds on top of them:
+    floor = results[Creates.name][0]
+    print(f"set new, above the two plain file writes ({floor:.1f} µs/op of it): "
+          + ", ".join(f"{name} +{results[name][0] - floor:.1f} µs" for name in ("kvstore", "encore")))
     return results
 
 
