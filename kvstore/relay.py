@@ -107,6 +107,7 @@ _SIGNALS = (
 )
 
 _ON_FULL = ("drop_oldest", "block", "error")
+_MAX_READ_ENTRIES = 128  # stream entries read at most at once
 _MAX_TRACKED = 4096  # publishers (and progress operations) remembered at most
 _PING_PAYLOAD = "kvstore-relay"
 
@@ -251,8 +252,9 @@ class RedisRelay:
     since : durable mode, where to start reading: None for events published from now on,
         ``"0"`` for everything the stream holds, or a stream id (e.g. a previous relay's
         :attr:`last_id`) to resume after it.
-    batch_size : events published at most in one go (one message when they fit), and
-        stream entries read at once.
+    batch_size : events published at most in one go (one message when they fit, else
+        several of at most ``max_message_size``). A durable relay reads at most
+        ``min(batch_size, 128)`` stream entries (messages) at once.
     linger : seconds the sender waits, after publishing while events keep coming (a batch
         of several, or one less than two lingers after the last), before it takes the next
         ones, so the events of a busy store travel together: fewer messages cost the
@@ -296,7 +298,7 @@ class RedisRelay:
         max_message_size: int = 1 << 20,
         maxlen: int = 10000,
         since: Optional[str] = None,
-        batch_size: int = 512,
+        batch_size: int = 2048,
         linger: float = 0.001,
         max_linger: float = 0.02,
         poll_interval: float = 0.2,
@@ -327,6 +329,8 @@ class RedisRelay:
         self.max_message_size = int(max_message_size)
         self.maxlen = int(maxlen)
         self.batch_size = int(batch_size)
+        # Stream entries are whole messages (up to max_message_size each): read fewer.
+        self._read_count = min(self.batch_size, _MAX_READ_ENTRIES)
         self.linger = float(linger)
         self.max_linger = max(self.linger, float(max_linger))
         self.poll_interval = float(poll_interval)
@@ -860,7 +864,7 @@ class RedisRelay:
                 # Atomically: what the stream has lost, and what it still has after us.
                 pipe = client.pipeline(transaction=True)
                 pipe.xinfo_stream(self.channel)
-                pipe.xread({self.channel: after}, count=self.batch_size)
+                pipe.xread({self.channel: after}, count=self._read_count)
                 info, response = pipe.execute(raise_on_error=False)
                 for result in (info, response):
                     if isinstance(result, self._redis.exceptions.ConnectionError):
@@ -870,7 +874,7 @@ class RedisRelay:
                 if isinstance(info, dict):
                     self._check_trimmed(info, after)
             else:
-                response = client.xread({self.channel: after}, count=self.batch_size,
+                response = client.xread({self.channel: after}, count=self._read_count,
                                         block=self._block_ms)
             entries: List[Any] = []
             for _, items in response or []:
@@ -881,7 +885,7 @@ class RedisRelay:
                 if isinstance(fields, dict):
                     data = fields.get(b"m", fields.get("m"))
                 self._handle(data)
-            lagging = len(entries) >= self.batch_size
+            lagging = len(entries) >= self._read_count
 
     def _check_trimmed(self, info: Dict[Any, Any], after: str) -> None:
         """Say so when the stream dropped entries newer than ``after``."""
