@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 
 import pytest
 
 import kvstore
 from kvstore.errors import StoreError
-from kvstore.testing import ODD_KEYS, StoreConformance
+from kvstore.testing import ODD_KEYS, StoreConformance, wait_for
 
 
 class TestFileSystemStore(StoreConformance):
@@ -219,6 +220,28 @@ def test_journal_sequences(fs, tmp_path):
         other.set("b", (io.BytesIO(b""), {}))
         assert other.changes_since(3)[0].origin == other.origin
     assert fs.last_sequence() == 4
+
+
+def _checkpointers():
+    return [t for t in threading.enumerate() if t.name.startswith("kvstore-checkpoint[")]
+
+
+def test_checkpoints_run_in_the_background(tmp_path, monkeypatch):
+    from kvstore.stores import filesystem
+
+    monkeypatch.setattr(filesystem, "_WAL_SAFETY_PAGES", 1_000_000)  # writers never do it
+    monkeypatch.setattr(filesystem, "_CHECKPOINT_EVERY", 50)
+    index = tmp_path / "s" / ".kvstore" / "index.sqlite"
+    with kvstore.FileSystemStore(tmp_path / "s", create=True) as store:
+        assert len(_checkpointers()) == 1
+        before = index.stat().st_size
+        for i in range(300):
+            store.set(f"k{i}", (b"x" * 2000, {"i": i}))  # kept in the index: 600 kB
+        # Commits go to the WAL; only a checkpoint copies them into the index file.
+        wait_for(lambda: index.stat().st_size > before + 300 * 2000, timeout=20,
+                 what="the background checkpoint")
+        assert store.get("k299").metadata == {"i": 299}
+    assert _checkpointers() == []
 
 
 def test_journal_trimming_sets_a_floor(fs, monkeypatch):

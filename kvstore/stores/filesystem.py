@@ -15,7 +15,9 @@ records, together:
   unlinks, and in-place writes of a small value's data file and of metadata files, whose
   contents are the index rows.
 
-That COMMIT is the commit point. The file operations are then done, still under the lock.
+That COMMIT is the commit point (it writes the WAL; copying the WAL into the index file,
+with its fsyncs, is left to a background thread's checkpoints, off the writer's path).
+The file operations are then done, still under the lock.
 If the process dies before they are all done (even in the middle of a write), the next
 writer (or the next ``connect``) finds the newest journal row still listing its operations
 and does them again, from the index rows: every operation is idempotent because temporary
@@ -97,6 +99,13 @@ _JOURNAL_KEEP = 100_000
 _EAGER_READ = 65536  # values up to this size are read whole by get()
 _INLINE_MAX = 4096  # values up to this size are kept in the index too (keys.data)
 _JOURNAL_TRIM_EVERY = 1_000
+# Checkpoints (copying the WAL into the index file, with its fsyncs) are a background
+# thread's work, asked for every _CHECKPOINT_EVERY commits and at least every
+# _CHECKPOINT_IDLE seconds after one; a writer checkpoints itself only if the WAL reaches
+# _WAL_SAFETY_PAGES (the thread is stuck, or gone after a fork).
+_CHECKPOINT_EVERY = 256
+_CHECKPOINT_IDLE = 1.0
+_WAL_SAFETY_PAGES = 4_000
 
 
 def init_shared_store(path: str, magic_fname: str = ".FSStore") -> None:
@@ -273,6 +282,11 @@ class FileSystemStore(AbstractStore):
         # (cleared by the next commit); see _replay_pending
         self._applied = 0
         self._listed = 0
+        self._commits = 0  # commits made by this instance
+        self._commits_asked = 0  # ... when a checkpoint was last asked for
+        self._checkpointer: Optional[threading.Thread] = None
+        self._checkpoint_wake = threading.Event()
+        self._checkpoint_stop = threading.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -288,8 +302,10 @@ class FileSystemStore(AbstractStore):
             needs_index = row is None
         if needs_index:
             self._reindex()
+        self._start_checkpointer()
 
     def _disconnect(self) -> None:
+        self._stop_checkpointer()
         with self._mutex:
             for conn in self._conns.values():
                 try:
@@ -310,6 +326,70 @@ class FileSystemStore(AbstractStore):
             d["sequence"] = self.last_sequence()
         return d
 
+    # ------------------------------------------------------------ checkpoints
+
+    def _index_uri(self, mode: str) -> str:
+        return ("file:" + urllib.parse.quote(os.path.join(self._internal, "index.sqlite"))
+                + "?mode=" + mode)
+
+    def _start_checkpointer(self) -> None:
+        with self._mutex:
+            thread = self._checkpointer
+            if thread is not None and thread.is_alive():
+                return
+            self._checkpoint_stop.clear()
+            thread = threading.Thread(target=self._checkpoint_loop,
+                                      name=f"kvstore-checkpoint[{self.path}]", daemon=True)
+            self._checkpointer = thread
+            thread.start()
+
+    def _stop_checkpointer(self) -> None:
+        with self._mutex:
+            thread, self._checkpointer = self._checkpointer, None
+        if thread is None:
+            return
+        self._checkpoint_stop.set()
+        self._checkpoint_wake.set()
+        if thread.is_alive() and thread is not threading.current_thread():
+            thread.join()
+
+    def _after_commit(self) -> None:
+        # Called under the exclusive lock after each COMMIT.
+        self._commits += 1
+        if self._commits - self._commits_asked >= _CHECKPOINT_EVERY:
+            self._commits_asked = self._commits
+            if self._checkpointer is None or not self._checkpointer.is_alive():
+                self._start_checkpointer()  # first commit after a fork
+            self._checkpoint_wake.set()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the index file now and then (SQLite's PASSIVE checkpoint: it
+        waits for no reader or writer), so that writers never pay for it."""
+        conn: Optional[sqlite3.Connection] = None
+        done = self._commits  # commits of this instance that the last checkpoint covered
+        try:
+            while not self._checkpoint_stop.is_set():
+                # Woken when a writer asks; else, a while after the last commits.
+                self._checkpoint_wake.wait(_CHECKPOINT_IDLE)
+                self._checkpoint_wake.clear()
+                if self._checkpoint_stop.is_set():
+                    break
+                if self._commits == done:
+                    continue
+                done = self._commits
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self._index_uri("rw"), uri=True, timeout=60,
+                                               isolation_level=None, check_same_thread=False)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # the next writers checkpoint themselves
+                    busy = "locked" in str(exc) or "busy" in str(exc)  # another one runs
+                    log.log(logging.DEBUG if busy else logging.WARNING,
+                            "background checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
     def _open_lock(self) -> None:
         with self._mutex:
             if self._lock_fd >= 0 and self._pid == os.getpid():
@@ -329,14 +409,14 @@ class FileSystemStore(AbstractStore):
             # Only the first connection may create the index: a later one finding it gone
             # (the directory was removed) must fail, not start an empty index.
             mode = "rw" if self._schema_ready else "rwc"
-            uri = "file:" + urllib.parse.quote(os.path.join(self._internal, "index.sqlite")) + "?mode=" + mode
             try:
-                conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None,
-                                       check_same_thread=False)
+                conn = sqlite3.connect(self._index_uri(mode), uri=True, timeout=60,
+                                       isolation_level=None, check_same_thread=False)
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"cannot open the index of {self.path}: {exc}") from exc
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_SAFETY_PAGES}")
             with self._mutex:
                 if not self._schema_ready:
                     _ensure_schema(conn)
@@ -692,6 +772,7 @@ class FileSystemStore(AbstractStore):
         if (first - 1) // _JOURNAL_TRIM_EVERY != newest // _JOURNAL_TRIM_EVERY:
             self._trim_journal(conn, newest)
         conn.execute("COMMIT")
+        self._after_commit()
         return changes
 
     def _trim_journal(self, conn: sqlite3.Connection, last: int) -> None:
