@@ -161,14 +161,14 @@ class Raw(Peer):
                 json.loads(f.read())
 
 
-class Creates(Peer):
+class Creates(Raw):
     """encore's file work without its Python: two plain file writes per set (made when
     missing, truncated otherwise), nothing atomic, no index."""
 
     name = "raw 2x write"
 
     def __init__(self, root):
-        super().__init__(root)
+        Peer.__init__(self, root)
         self.dir = os.path.join(root, "plain")
         os.makedirs(self.dir)
 
@@ -181,14 +181,6 @@ class Creates(Peer):
                 fd = os.open(f"{d}/k{i}{suffix}", flags, 0o644)
                 os.write(fd, payload)
                 os.close(fd)
-
-    def get(self, n):
-        d = self.dir
-        for i in range(n):
-            with open(f"{d}/k{i}.data", "rb") as f:
-                f.read()
-            with open(f"{d}/k{i}.metadata", "rb") as f:
-                json.loads(f.read())
 
 
 def _settle(seconds=3.0):
