@@ -776,6 +776,13 @@ def channel() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
 
 
+def reap(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it is still running (a test failed or timed out), and wait for it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def run_python(args: List[str], **kwargs: Any) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, text=True, **kwargs)
@@ -828,9 +835,7 @@ def test_two_processes_exchange_events(durable, redis_server, stores, recorders)
             store.set_metadata("quit", {})
             out, _ = child.communicate(timeout=15)
         finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+            reap(child)
     assert child.returncode == 0, out
     remote = rec.events(remote=True)
     assert sorted(e.key for e in remote) == sorted(f"pong/{i}" for i in range(20))
@@ -988,8 +993,6 @@ def test_example_runs(redis_server):
     try:
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert proc.returncode == 0, out
     assert "worker: got 'job'" in out and "boss: got 'result'" in out

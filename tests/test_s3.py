@@ -75,6 +75,14 @@ def client(s3_session: Any, s3_endpoint: str) -> Iterator[Any]:
 
 
 @pytest.fixture
+def second_client(s3_session: Any, s3_endpoint: str) -> Iterator[Any]:
+    """Another client of its own, for a second process's view of the bucket, or a stub."""
+    c = s3_session.client("s3", endpoint_url=s3_endpoint)
+    yield c
+    c.close()
+
+
+@pytest.fixture
 def bucket(client: Any) -> str:
     name = f"kvs-{uuid.uuid4().hex[:16]}"
     client.create_bucket(Bucket=name)
@@ -394,49 +402,43 @@ def _delay_metadata_put(client: Any, seconds: float, fail: bool = False) -> Any:
     return hook
 
 
-def test_reader_never_pairs_new_data_with_old_metadata(s3_session: Any, s3_endpoint: str,
-                                                       client: Any, bucket: str) -> None:
-    writer_client = s3_session.client("s3", endpoint_url=s3_endpoint)
-    try:
-        with S3Store(bucket, "pair", client=writer_client) as writer, \
-                S3Store(bucket, "pair", client=client) as reader:
-            writer.set("k", (b"old", {"v": "old"}))
-            _delay_metadata_put(writer_client, 0.4)
-            thread = threading.Thread(target=writer.set, args=("k", (b"new!", {"v": "new"})))
-            thread.start()
-            seen = set()
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                value = reader.get("k")
-                seen.add((value.data.read(), value.metadata["v"]))
-                if (b"new!", "new") in seen:
-                    break
-            thread.join()
-            assert seen <= {(b"old", "old"), (b"new!", "new")}
-            assert (b"new!", "new") in seen
-    finally:
-        writer_client.close()
+def test_reader_never_pairs_new_data_with_old_metadata(client: Any, second_client: Any,
+                                                       bucket: str) -> None:
+    writer_client = second_client
+    with S3Store(bucket, "pair", client=writer_client) as writer, \
+            S3Store(bucket, "pair", client=client) as reader:
+        writer.set("k", (b"old", {"v": "old"}))
+        _delay_metadata_put(writer_client, 0.4)
+        thread = threading.Thread(target=writer.set, args=("k", (b"new!", {"v": "new"})))
+        thread.start()
+        seen = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            value = reader.get("k")
+            seen.add((value.data.read(), value.metadata["v"]))
+            if (b"new!", "new") in seen:
+                break
+        thread.join()
+        assert seen <= {(b"old", "old"), (b"new!", "new")}
+        assert (b"new!", "new") in seen
 
 
-def test_unfinished_write_unversioned_is_reported(s3_session: Any, s3_endpoint: str,
-                                                  client: Any, bucket: str) -> None:
-    writer_client = s3_session.client("s3", endpoint_url=s3_endpoint)
-    try:
-        writer, reader = S3Store(bucket, "dead", client=writer_client), S3Store(bucket, "dead", client=client)
-        with writer, reader:
-            writer.set("k", (b"old", {"v": "old"}))
-            hook = _delay_metadata_put(writer_client, 0, fail=True)
-            with pytest.raises(StoreError):
-                writer.set("k", (b"new", {"v": "new"}))
-            writer_client.meta.events.unregister("before-parameter-build.s3.PutObject", hook)
-            reader._pair_timeout = 0.3
-            with pytest.raises(StoreError, match="never committed"):
-                reader.get("k")
-            assert reader.get_metadata("k") == {"v": "old"}
-            reader.set("k", (b"again", {"v": "again"}))
-            assert reader.to_bytes("k") == b"again"
-    finally:
-        writer_client.close()
+def test_unfinished_write_unversioned_is_reported(client: Any, second_client: Any,
+                                                  bucket: str) -> None:
+    writer_client = second_client
+    writer, reader = S3Store(bucket, "dead", client=writer_client), S3Store(bucket, "dead", client=client)
+    with writer, reader:
+        writer.set("k", (b"old", {"v": "old"}))
+        hook = _delay_metadata_put(writer_client, 0, fail=True)
+        with pytest.raises(StoreError):
+            writer.set("k", (b"new", {"v": "new"}))
+        writer_client.meta.events.unregister("before-parameter-build.s3.PutObject", hook)
+        reader._pair_timeout = 0.3
+        with pytest.raises(StoreError, match="never committed"):
+            reader.get("k")
+        assert reader.get_metadata("k") == {"v": "old"}
+        reader.set("k", (b"again", {"v": "again"}))
+        assert reader.to_bytes("k") == b"again"
 
 
 def test_versioned_bucket_failed_commit_and_snapshots(client: Any, bucket: str) -> None:
@@ -465,87 +467,78 @@ def test_large_value_overwritten_since_get_unversioned(store: S3Store) -> None:
     assert small.read() == b"bb"
 
 
-def test_concurrent_update_metadata_across_instances(s3_session: Any, s3_endpoint: str,
-                                                     client: Any, bucket: str) -> None:
-    other_client = s3_session.client("s3", endpoint_url=s3_endpoint)
-    try:
-        with S3Store(bucket, "cas", client=client) as a, S3Store(bucket, "cas", client=other_client) as b:
-            a.set("k", (b"data", {"start": 0}))
-            fired: List[bool] = []
+def test_concurrent_update_metadata_across_instances(client: Any, second_client: Any,
+                                                     bucket: str) -> None:
+    other_client = second_client
+    with S3Store(bucket, "cas", client=client) as a, S3Store(bucket, "cas", client=other_client) as b:
+        a.set("k", (b"data", {"start": 0}))
+        fired: List[bool] = []
 
-            def interleave(params: Dict[str, Any], **_: Any) -> None:
-                # just before a's conditional PUT, b commits its own update
-                if params["Key"].endswith(".metadata") and not fired:
-                    fired.append(True)
-                    b.update_metadata("k", {"from_b": 1})
+        def interleave(params: Dict[str, Any], **_: Any) -> None:
+            # just before a's conditional PUT, b commits its own update
+            if params["Key"].endswith(".metadata") and not fired:
+                fired.append(True)
+                b.update_metadata("k", {"from_b": 1})
 
-            client.meta.events.register("before-parameter-build.s3.PutObject", interleave)
-            try:
-                a.update_metadata("k", {"from_a": 1})
-            finally:
-                client.meta.events.unregister("before-parameter-build.s3.PutObject", interleave)
-            assert fired
-            assert a.get_metadata("k") == {"start": 0, "from_a": 1, "from_b": 1}
-            assert a.to_bytes("k") == b"data"
-    finally:
-        other_client.close()
+        client.meta.events.register("before-parameter-build.s3.PutObject", interleave)
+        try:
+            a.update_metadata("k", {"from_a": 1})
+        finally:
+            client.meta.events.unregister("before-parameter-build.s3.PutObject", interleave)
+        assert fired
+        assert a.get_metadata("k") == {"start": 0, "from_a": 1, "from_b": 1}
+        assert a.to_bytes("k") == b"data"
 
 
-def test_update_racing_a_data_write_with_equal_metadata(s3_session: Any, s3_endpoint: str,
-                                                        client: Any, bucket: str) -> None:
+def test_update_racing_a_data_write_with_equal_metadata(client: Any, second_client: Any,
+                                                        bucket: str) -> None:
     # set_data keeps the metadata, so its commit has the same JSON body, hence the same
     # ETag, as the one update_metadata read: If-Match alone would not see the change.
-    other_client = s3_session.client("s3", endpoint_url=s3_endpoint)
-    try:
-        a, b = S3Store(bucket, "aba", client=client), S3Store(bucket, "aba", client=other_client)
-        with a, b:
-            a.set("k", (b"old data", {"n": 1}))
-            fired: List[bool] = []
+    other_client = second_client
+    a, b = S3Store(bucket, "aba", client=client), S3Store(bucket, "aba", client=other_client)
+    with a, b:
+        a.set("k", (b"old data", {"n": 1}))
+        fired: List[bool] = []
 
-            def interleave(params: Dict[str, Any], **_: Any) -> None:
-                if params["Key"].endswith(".metadata") and not fired:
-                    fired.append(True)
-                    b.set_data("k", io.BytesIO(b"new data"))
+        def interleave(params: Dict[str, Any], **_: Any) -> None:
+            if params["Key"].endswith(".metadata") and not fired:
+                fired.append(True)
+                b.set_data("k", io.BytesIO(b"new data"))
 
-            client.meta.events.register("before-parameter-build.s3.PutObject", interleave)
-            try:
-                a.update_metadata("k", {"m": 2})
-            finally:
-                client.meta.events.unregister("before-parameter-build.s3.PutObject", interleave)
-            a._pair_timeout = 0.5
-            value = a.get("k")
-            assert (value.data.read(), value.metadata) == (b"new data", {"n": 1, "m": 2})
-    finally:
-        other_client.close()
+        client.meta.events.register("before-parameter-build.s3.PutObject", interleave)
+        try:
+            a.update_metadata("k", {"m": 2})
+        finally:
+            client.meta.events.unregister("before-parameter-build.s3.PutObject", interleave)
+        a._pair_timeout = 0.5
+        value = a.get("k")
+        assert (value.data.read(), value.metadata) == (b"new data", {"n": 1, "m": 2})
 
 
 # ---------------------------------------------------------------- errors and options
 
 
-def test_error_translation(s3_session: Any, s3_endpoint: str, client: Any, bucket: str) -> None:
-    stubbed = s3_session.client("s3", endpoint_url=s3_endpoint)
-    try:
-        with Stubber(stubbed) as stubber:
-            stubber.add_response("head_bucket", {})
-            store = S3Store(bucket, "err", client=stubbed)
-            store.connect()
-            stubber.add_client_error("get_object", "NoSuchKey", "The specified key does not exist.", 404)
-            with pytest.raises(KeyError):
-                store.get_metadata("k")
-            stubber.add_client_error("get_object", "AccessDenied", "Access Denied", 403)
-            with pytest.raises(AuthorizationError, match="Access Denied"):
-                store.get_metadata("k")
-            stubber.add_client_error("get_object", "InvalidObjectState",
-                                     "The operation is not valid for the object's storage class", 403)
-            with pytest.raises(StoreError, match="not valid for the object's storage class") as info:
-                store.get("k")
-            assert not isinstance(info.value, AuthorizationError)
-            stubber.add_client_error("head_object", "403", "Forbidden", 403)
-            with pytest.raises(AuthorizationError):
-                store.exists("k")
-            store.disconnect()
-    finally:
-        stubbed.close()
+def test_error_translation(client: Any, second_client: Any, bucket: str) -> None:
+    stubbed = second_client
+    with Stubber(stubbed) as stubber:
+        stubber.add_response("head_bucket", {})
+        store = S3Store(bucket, "err", client=stubbed)
+        store.connect()
+        stubber.add_client_error("get_object", "NoSuchKey", "The specified key does not exist.", 404)
+        with pytest.raises(KeyError):
+            store.get_metadata("k")
+        stubber.add_client_error("get_object", "AccessDenied", "Access Denied", 403)
+        with pytest.raises(AuthorizationError, match="Access Denied"):
+            store.get_metadata("k")
+        stubber.add_client_error("get_object", "InvalidObjectState",
+                                 "The operation is not valid for the object's storage class", 403)
+        with pytest.raises(StoreError, match="not valid for the object's storage class") as info:
+            store.get("k")
+        assert not isinstance(info.value, AuthorizationError)
+        stubber.add_client_error("head_object", "403", "Forbidden", 403)
+        with pytest.raises(AuthorizationError):
+            store.exists("k")
+        store.disconnect()
     with pytest.raises(StoreError, match="does not exist"):
         S3Store(f"missing-{uuid.uuid4().hex[:8]}", client=client).connect()
     created = f"created-{uuid.uuid4().hex[:8]}"
