@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from .._rules import EMPTY, KEEP, Overlay, plan_delete, plan_write
 from ..base import AbstractStore, Change, ProgressReader, Value
 
 __all__ = ["MemoryStore"]
@@ -28,31 +29,27 @@ class _Entry:
 _Op = Tuple[str, str, Optional[bytes], Optional[Dict[str, Any]], Optional[Dict[str, Any]]]
 
 
-@dataclass
-class _Staging:
-    ops: List[_Op] = field(default_factory=list)
-    view: Dict[str, Optional[_Entry]] = field(default_factory=dict)  # None: deleted
+_Staging = Overlay[_Entry, _Op]
 
 
 def _compute(current: Optional[_Entry], op: _Op) -> Tuple[Optional[_Entry], Change]:
     """The entry after ``op`` and the change it makes; KeyError when ``op`` needs the key."""
     kind, key, data, metadata, update = op
+    current_md = current.metadata if current is not None else None
     if kind == "delete":
-        if current is None:
-            raise KeyError(key)
-        return None, Change("delete", key, current.metadata)
-    if update is not None:
-        if current is None:
-            raise KeyError(key)
-        metadata = {**current.metadata, **update}
-    elif metadata is None:
-        metadata = current.metadata if current is not None else {}
-    if data is None:
-        data = current.data if current is not None else b""
+        outcome = plan_delete(key, current_md)
+        return None, Change("delete", key, outcome.metadata)
+    outcome = plan_write(key, current_md, has_data=data is not None, metadata=metadata, update=update)
+    if outcome.data == KEEP:
+        assert current is not None
+        data = current.data
+    elif outcome.data == EMPTY:
+        data = b""
+    assert data is not None
     now = time.time()
     created = current.created if current is not None else now
-    change = Change("update" if current is not None else "set", key, metadata, timestamp=now)
-    return _Entry(data, metadata, created, now), change
+    change = Change(outcome.kind, key, outcome.metadata, timestamp=now)
+    return _Entry(data, outcome.metadata, created, now), change
 
 
 class MemoryStore(AbstractStore):
@@ -74,8 +71,8 @@ class MemoryStore(AbstractStore):
 
     def _current(self, key: str) -> Optional[_Entry]:
         staging = self._tx_state()
-        if staging is not None and key in staging.view:
-            return staging.view[key]
+        if staging is not None and staging.touched(key):
+            return staging.seen(key)
         return self._entries.get(key)
 
     def _get(self, key: str) -> Value:
@@ -114,8 +111,7 @@ class MemoryStore(AbstractStore):
             staging = self._tx_state()
             entry, change = _compute(self._current(key), op)
             if staging is not None:
-                staging.view[key] = entry
-                staging.ops.append(op)
+                staging.record(key, entry, op)
                 return []
             if entry is None:
                 del self._entries[key]
@@ -125,13 +121,9 @@ class MemoryStore(AbstractStore):
 
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         with self._lock:
-            keys = {k for k in self._entries if k.startswith(prefix)}
+            keys = [k for k in self._entries if k.startswith(prefix)]
             staging = self._tx_state()
-            if staging is not None:
-                for k, entry in staging.view.items():
-                    if k.startswith(prefix):
-                        (keys.add if entry is not None else keys.discard)(k)
-        return sorted(keys)
+            return staging.keys(keys, prefix) if staging is not None else sorted(keys)
 
     def _begin(self) -> _Staging:
         return _Staging()

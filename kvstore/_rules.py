@@ -1,0 +1,128 @@
+"""The write rules every backend follows, and the transaction overlay, written once.
+
+A write names new data or not, and new metadata (replace), an update (merge) or neither
+(keep). What that means for a key in a given current state is decided here, by pure
+functions, so that MemoryStore, FileSystemStore (its transaction view and its commit) and
+S3Store cannot drift apart:
+
+=====================  ==========================  ===========================
+write                  key exists                  key is missing
+=====================  ==========================  ===========================
+metadata given         replaced                    the given metadata
+update given           merged (``{**old, **new}``)   ``KeyError``
+neither                kept                        ``{}``
+data given             replaced                    the given data
+no data                kept                        empty
+delete                 removed                     ``KeyError``
+=====================  ==========================  ===========================
+
+A write of a key that exists is an ``update`` event, of a missing key a ``set``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Generic, Iterable, List, Mapping, Optional, Set, TypeVar
+
+__all__ = ["Outcome", "plan_write", "plan_delete", "Overlay"]
+
+NEW = "new"      #: the write's own data
+KEEP = "keep"    #: the key's current data
+EMPTY = "empty"  #: no data (a new key written without data)
+NONE = "none"    #: the key is gone (a delete)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one write or delete does to a key.
+
+    ``kind`` is the event it makes (``"set"``, ``"update"`` or ``"delete"``); ``metadata``
+    the key's metadata after it (for a delete, its last metadata: the very object passed as
+    ``current`` when kept, so a backend can tell "unchanged" by identity); ``data`` one of
+    ``"new"``, ``"keep"``, ``"empty"``, ``"none"``.
+    """
+
+    kind: str
+    metadata: Dict[str, Any]
+    data: str
+
+    @property
+    def exists_after(self) -> bool:
+        return self.kind != "delete"
+
+
+def plan_write(key: str, current: Optional[Dict[str, Any]], *, has_data: bool,
+               metadata: Optional[Dict[str, Any]] = None,
+               update: Optional[Mapping[str, Any]] = None) -> Outcome:
+    """The outcome of writing ``key`` whose current metadata is ``current`` (None: missing).
+
+    Raises
+    ------
+    KeyError : ``update`` given for a missing key.
+    """
+    if update is not None:
+        if current is None:
+            raise KeyError(key)
+        new = {**current, **update}
+    elif metadata is not None:
+        new = metadata
+    else:
+        new = current if current is not None else {}
+    if has_data:
+        data = NEW
+    else:
+        data = KEEP if current is not None else EMPTY
+    return Outcome("update" if current is not None else "set", new, data)
+
+
+def plan_delete(key: str, current: Optional[Dict[str, Any]]) -> Outcome:
+    """The outcome of deleting ``key`` whose current metadata is ``current``.
+
+    Raises
+    ------
+    KeyError : the key is missing.
+    """
+    if current is None:
+        raise KeyError(key)
+    return Outcome("delete", current, NONE)
+
+
+E = TypeVar("E")
+Op = TypeVar("Op")
+
+
+@dataclass
+class Overlay(Generic[E, Op]):
+    """A transaction's pending writes: the ops to replay at the commit, in order, and the
+    state of each key they touched as the transaction sees it (``None``: deleted).
+
+    The backend decides what an entry ``E`` holds (bytes and metadata, a file path...);
+    the overlay only answers "what does this transaction see".
+    """
+
+    ops: List[Op] = field(default_factory=list)
+    view: Dict[str, Optional[E]] = field(default_factory=dict)
+
+    def touched(self, key: str) -> bool:
+        return key in self.view
+
+    def seen(self, key: str) -> Optional[E]:
+        """The key's entry as this transaction left it (only for a ``touched`` key)."""
+        return self.view[key]
+
+    def record(self, key: str, entry: Optional[E], op: Op) -> None:
+        """Remember ``op`` for the commit and show ``entry`` to this transaction's reads."""
+        self.view[key] = entry
+        self.ops.append(op)
+
+    def keys(self, committed: Iterable[str], prefix: str = "") -> List[str]:
+        """``committed`` keys (those starting with ``prefix``) as this transaction sees
+        them: its creations added, its deletions removed; sorted."""
+        keys: Set[str] = set(committed)
+        for key, entry in self.view.items():
+            if key.startswith(prefix):
+                if entry is None:
+                    keys.discard(key)
+                else:
+                    keys.add(key)
+        return sorted(keys)
