@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import inspect
 import io
 import itertools
 import json
@@ -22,6 +23,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from urllib.parse import SplitResult
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -35,6 +37,7 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    Type,
     TypeVar,
     Union,
 )
@@ -189,11 +192,10 @@ _operation_ids = itertools.count(1)
 
 
 def _progress_wanted(store: "AbstractStore", steps: int) -> bool:
-    counts = (len(signals.progress_start.receivers), len(signals.progress_step.receivers),
-              len(signals.progress_end.receivers))
-    if not any(counts):
+    if not any(signal.has_receivers_for(store) for signal in signals.PROGRESS_SIGNALS):
         return False
     gates = store._progress_gates
+    counts = [len(signal.receivers) for signal in signals.PROGRESS_SIGNALS]
     if not gates or steps < 0 or max(counts) > len(gates):
         return True
     return steps >= min(gates.values())
@@ -773,6 +775,9 @@ class AbstractStore(ABC):
             raise ValueError(f"unknown event kinds {unknown}; use 'set', 'update', 'delete'")
         if not isinstance(pattern, str):
             raise TypeError("pattern must be a str")
+        if inspect.iscoroutinefunction(receiver):
+            raise TypeError("subscribe() calls its receiver synchronously, so it cannot be a coroutine "
+                            "function; iterate `async for event in store.events()` instead")
         return Subscription(self, receiver, pattern, kinds)
 
     def _apply(self, changes: List[Change]) -> None:
@@ -785,8 +790,8 @@ class AbstractStore(ABC):
     def _emit(self, changes: Iterable[Change]) -> None:
         for change in changes:
             signal = signals.MODIFICATION_SIGNALS[change.kind]
-            if not signal.receivers:
-                continue
+            if signal.is_muted or not signal.has_receivers_for(self):
+                continue  # nobody listens to this store: build no event
             cls = MODIFICATION_CLASSES[change.kind]
             self._send(signal, cls(store=self, origin=self.origin, key=change.key,
                                    metadata=(_copy_metadata(change.metadata) if change.text is None
@@ -795,9 +800,11 @@ class AbstractStore(ABC):
                                    timestamp=time.time() if change.timestamp is None else change.timestamp))
 
     def _send(self, signal: Any, event: StoreEvent) -> None:
-        # A failing receiver must not turn a write that happened into one that seems to
-        # have failed, nor keep the other receivers from hearing of it: log and go on.
-        if not signal.receivers:
+        # blinker's Signal.send semantics (muted() honoured; coroutine receivers are
+        # refused when they connect, see kvstore.signals), except that a failing
+        # receiver must not turn a write that happened into one that seems to have
+        # failed, nor keep the other receivers from hearing of it: log and go on.
+        if signal.is_muted or not signal.has_receivers_for(self):
             return
         for receiver in signal.receivers_for(self):
             try:
@@ -810,25 +817,25 @@ class AbstractStore(ABC):
 
         The event is re-addressed to this store (``event.store``); ``remote`` is kept.
         """
-        signal = _SIGNAL_OF.get(type(event).__name__)
-        if signal is None:
-            raise ValueError(f"no signal carries {type(event).__name__}")
-        self._send(signal, event.replace(store=self))
+        self._send(signals.signal_for(event), event.replace(store=self))
+
+    @classmethod
+    def from_url(cls: Type[_StoreT], url: str, parts: SplitResult, query: Mapping[str, str],
+                 **options: Any) -> _StoreT:
+        """Make (not connect) the store that ``url`` names; ``open_store`` calls this.
+
+        ``parts`` is ``url`` split (:func:`urllib.parse.urlsplit`), ``query`` its query
+        options as text; keyword ``options`` go to the constructor and win over the URL's.
+        A backend that can be opened from a URL overrides this.
+
+        Raises
+        ------
+        ValueError : the URL has a part or an option this backend does not read.
+        """
+        raise ValueError(f"{cls.__name__} cannot be opened from a URL ({url!r})")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
-
-
-_SIGNAL_OF = {
-    "StoreSetEvent": signals.store_set,
-    "StoreUpdateEvent": signals.store_update,
-    "StoreDeleteEvent": signals.store_delete,
-    "StoreProgressStartEvent": signals.progress_start,
-    "StoreProgressStepEvent": signals.progress_step,
-    "StoreProgressEndEvent": signals.progress_end,
-    "StoreTransactionStartEvent": signals.transaction_start,
-    "StoreTransactionEndEvent": signals.transaction_end,
-}
 
 
 def _copy(src: Any, dst: Any, buffer_size: int, progress: _Progress) -> None:

@@ -9,7 +9,10 @@ adds key-pattern filtering on top.
 
 from __future__ import annotations
 
-from blinker import Namespace
+from inspect import iscoroutinefunction
+from typing import Any, Dict, Tuple
+
+from blinker import NamedSignal, Namespace
 
 __all__ = [
     "store_set",
@@ -21,43 +24,77 @@ __all__ = [
     "transaction_start",
     "transaction_end",
     "namespace",
+    "SIGNALS",
     "MODIFICATION_SIGNALS",
+    "PROGRESS_SIGNALS",
+    "signal_for",
 ]
 
 namespace = Namespace()
 
-store_set = namespace.signal(
-    "store-set",
-    doc="A key that did not exist now exists. event: StoreSetEvent.",
+#: The one table of kvstore's signals: (attribute name, blinker name, event class name,
+#: what it means). Everything else (the module attributes, the lookups below, the relay's
+#: list of what it carries, the test recorder) is derived from it.
+_TABLE: Tuple[Tuple[str, str, str, str], ...] = (
+    ("store_set", "store-set", "StoreSetEvent",
+     "A key that did not exist now exists. event: StoreSetEvent."),
+    ("store_update", "store-update", "StoreUpdateEvent",
+     "An existing key was written (data, metadata or both). event: StoreUpdateEvent."),
+    ("store_delete", "store-delete", "StoreDeleteEvent",
+     "A key was deleted; event.metadata is its last metadata. event: StoreDeleteEvent."),
+    ("progress_start", "progress-start", "StoreProgressStartEvent",
+     "A value starts streaming in or out. event: StoreProgressStartEvent (steps = total bytes or -1)."),
+    ("progress_step", "progress-step", "StoreProgressStepEvent",
+     "Bytes moved so far, at least once per buffer_size. event: StoreProgressStepEvent."),
+    ("progress_end", "progress-end", "StoreProgressEndEvent",
+     "A stream operation ended. event: StoreProgressEndEvent (exit_state)."),
+    ("transaction_start", "transaction-start", "StoreTransactionStartEvent",
+     "``with store.transaction(notes):`` was entered. event: StoreTransactionStartEvent."),
+    ("transaction_end", "transaction-end", "StoreTransactionEndEvent",
+     "A transaction ended; event.state is 'done' or 'failed'. event: StoreTransactionEndEvent."),
 )
-store_update = namespace.signal(
-    "store-update",
-    doc="An existing key was written (data, metadata or both). event: StoreUpdateEvent.",
-)
-store_delete = namespace.signal(
-    "store-delete",
-    doc="A key was deleted; event.metadata is its last metadata. event: StoreDeleteEvent.",
-)
-progress_start = namespace.signal(
-    "progress-start",
-    doc="A value starts streaming in or out. event: StoreProgressStartEvent (steps = total bytes or -1).",
-)
-progress_step = namespace.signal(
-    "progress-step",
-    doc="Bytes moved so far, at least once per buffer_size. event: StoreProgressStepEvent.",
-)
-progress_end = namespace.signal(
-    "progress-end",
-    doc="A stream operation ended. event: StoreProgressEndEvent (exit_state).",
-)
-transaction_start = namespace.signal(
-    "transaction-start",
-    doc="``with store.transaction(notes):`` was entered. event: StoreTransactionStartEvent.",
-)
-transaction_end = namespace.signal(
-    "transaction-end",
-    doc="A transaction ended; event.state is 'done' or 'failed'. event: StoreTransactionEndEvent.",
-)
+
+
+def _refuse_coroutine(signal: Any, *, receiver: Any, **_: Any) -> None:
+    # Stores send from the writer's thread and never await: a coroutine receiver would
+    # get a coroutine that nobody runs. blinker's own send() refuses them too (at send
+    # time); refusing at connect time tells the author where the mistake is.
+    if iscoroutinefunction(receiver):
+        raise TypeError(f"{signal.name}: kvstore sends its signals synchronously, so a coroutine "
+                        f"function cannot be a receiver ({receiver!r}); iterate "
+                        f"`async for event in store.events()` instead, or wrap it")
+
+
+#: signal attribute name -> signal, in the table's order.
+SIGNALS: Dict[str, NamedSignal] = {}
+_BY_EVENT: Dict[str, NamedSignal] = {}
+for _attr, _name, _event, _doc in _TABLE:
+    _signal = namespace.signal(_name, doc=_doc)
+    _signal.receiver_connected.connect(_refuse_coroutine, sender=_signal, weak=False)
+    SIGNALS[_attr] = _BY_EVENT[_event] = _signal
+
+store_set: NamedSignal = SIGNALS["store_set"]
+store_update: NamedSignal = SIGNALS["store_update"]
+store_delete: NamedSignal = SIGNALS["store_delete"]
+progress_start: NamedSignal = SIGNALS["progress_start"]
+progress_step: NamedSignal = SIGNALS["progress_step"]
+progress_end: NamedSignal = SIGNALS["progress_end"]
+transaction_start: NamedSignal = SIGNALS["transaction_start"]
+transaction_end: NamedSignal = SIGNALS["transaction_end"]
 
 #: The modification signals by kind name, as used by ``subscribe(kinds=...)``.
 MODIFICATION_SIGNALS = {"set": store_set, "update": store_update, "delete": store_delete}
+PROGRESS_SIGNALS = (progress_start, progress_step, progress_end)
+
+
+def signal_for(event: Any) -> NamedSignal:
+    """The signal that carries ``event`` (an instance of a :mod:`kvstore.events` class).
+
+    Raises
+    ------
+    ValueError : no kvstore signal carries that kind of event.
+    """
+    try:
+        return _BY_EVENT[type(event).__name__]
+    except KeyError:
+        raise ValueError(f"no signal carries {type(event).__name__}") from None

@@ -96,16 +96,7 @@ BAD_METADATA = [
     ({"set": {1, 2}}, TypeError),
 ]
 
-ALL_SIGNALS = {
-    "store_set": signals.store_set,
-    "store_update": signals.store_update,
-    "store_delete": signals.store_delete,
-    "progress_start": signals.progress_start,
-    "progress_step": signals.progress_step,
-    "progress_end": signals.progress_end,
-    "transaction_start": signals.transaction_start,
-    "transaction_end": signals.transaction_end,
-}
+ALL_SIGNALS = signals.SIGNALS
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "a condition",

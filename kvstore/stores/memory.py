@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from urllib.parse import SplitResult
 
+from .._options import as_str, url_options
 from .._rules import EMPTY, KEEP, Overlay, plan_delete, plan_write
 from ..base import AbstractStore, Change, ProgressReader, Value
 
@@ -64,6 +66,13 @@ class MemoryStore(AbstractStore):
         super().__init__(name=name)
         self._lock = threading.RLock()
         self._entries: Dict[str, _Entry] = {}
+
+    @classmethod
+    def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> "MemoryStore":
+        """``memory://`` (``?name=...`` optional): a new, empty store."""
+        if parts.netloc or parts.path.strip("/"):
+            raise ValueError(f"a memory:// URL names no place: {url!r}")
+        return cls(**{**url_options(url, query, {"name": as_str}), **options})
 
     def _info(self) -> Dict[str, Any]:
         with self._lock:
