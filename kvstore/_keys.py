@@ -36,15 +36,23 @@ def check_key(key: Any) -> str:
     return key
 
 
-def _check_names(value: Any, path: str) -> None:
+#: How deep metadata may nest: the dict itself is level 1, each dict or list inside adds one.
+MAX_METADATA_DEPTH = 100
+
+
+def _check_names(value: Any, path: str, depth: int = 1) -> None:
     if isinstance(value, dict):
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels (at {path})")
         for name, item in value.items():
             if not isinstance(name, str):
                 raise TypeError(f"metadata names must be str; {path or 'top level'} has {name!r}")
-            _check_names(item, f"{path}.{name}" if path else name)
+            _check_names(item, f"{path}.{name}" if path else name, depth + 1)
     elif isinstance(value, (list, tuple)):
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels (at {path})")
         for i, item in enumerate(value):
-            _check_names(item, f"{path}[{i}]")
+            _check_names(item, f"{path}[{i}]", depth + 1)
 
 
 # Made once: json.dumps with any option builds a new encoder on every call.
@@ -61,15 +69,15 @@ def dump_metadata(metadata: Any) -> str:
     TypeError
         Not a dict, a non-str name at any level, or a value JSON cannot hold.
     ValueError
-        NaN or infinity, or a circular reference.
+        NaN or infinity, a circular reference, or nesting deeper than
+        ``MAX_METADATA_DEPTH`` (100) levels.
     """
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
     # json.dumps rejects cycles, NaN/inf (allow_nan=False) and foreign objects; it would
     # quietly turn int or bool names into strings, so names are checked separately.
-    text = _dump_strict(metadata)
     _check_names(metadata, "")
-    return text
+    return _dump_strict(metadata)
 
 
 def normalize_metadata(metadata: Any) -> Dict[str, Any]:

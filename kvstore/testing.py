@@ -487,6 +487,36 @@ class StoreConformance:
         assert not store.exists("fresh")
         assert events.events == []
 
+    def test_metadata_nesting_limit(self, store: Any, events: EventRecorder) -> None:
+        # The metadata dict is level 1; each dict or list inside adds one: 100 levels are
+        # stored by every backend, 101 are refused before anything is written.
+        def nested(levels: int) -> Dict[str, Any]:
+            inner: Any = "leaf"
+            for i in range(levels - 1):
+                inner = {"d": inner} if i % 2 else [inner]
+            return {"top": inner}
+
+        deepest = nested(100)
+        store.set("deep", _pair(b"x", deepest))
+        assert store.get_metadata("deep") == deepest
+        assert store.get("deep").metadata == deepest
+        store.update_metadata("deep", {"more": nested(99)["top"]})
+        assert store.get_metadata("deep")["more"] == nested(99)["top"]
+        store.set("k", _pair(b"old", {"old": 1}))
+        events.clear()
+        for levels in (101, 600):
+            too_deep = nested(levels)
+            for call in (lambda: store.set("k", _pair(b"new", too_deep)),
+                         lambda: store.set("fresh", _pair(b"new", too_deep)),
+                         lambda: store.set_metadata("k", too_deep),
+                         lambda: store.update_metadata("k", too_deep)):
+                with pytest.raises(ValueError, match="deeper than 100"):
+                    call()
+        assert store.get_data("k").read() == b"old"
+        assert store.get_metadata("k") == {"old": 1}
+        assert not store.exists("fresh")
+        assert events.events == []
+
     def test_bad_value_type(self, store: Any) -> None:
         with pytest.raises(TypeError):
             store.set("k", "not a pair")
