@@ -669,19 +669,35 @@ class AbstractStore(ABC):
     # ------------------------------------------------------------ file helpers
 
     def to_file(self, key: str, path: Union[str, os.PathLike], buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
-        """Write the key's data to the file ``path`` (replaced atomically when complete).
+        """Write the key's data to the file ``path``, as ``cp`` does.
+
+        A regular file (new or existing) is replaced atomically when complete and an existing
+        one keeps its permissions; a symlink is written through (its target is replaced, the
+        link stays); a FIFO or a device is opened and written in place, never replaced.
 
         Events: progress_start/step/end.
         """
         self._ready(key)
         value = self._get(key)
-        path = os.fspath(path)
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+        target = os.path.realpath(os.fspath(path))
+        try:
+            existing: Optional[os.stat_result] = os.stat(target)
+        except FileNotFoundError:
+            existing = None
         with self._progress(key, "to_file", value.size) as progress:
+            if existing is not None and not stat.S_ISREG(existing.st_mode):
+                with value.data as src, open(target, "wb") as dst:
+                    _copy(src, dst, buffer_size, progress)
+                return
+            tmp = f"{target}.{uuid.uuid4().hex[:8]}.part"
             try:
                 with value.data as src, open(tmp, "wb") as dst:
+                    if existing is not None:  # keep the file's permissions and, where allowed, owner
+                        os.chmod(dst.fileno(), stat.S_IMODE(existing.st_mode))
+                        with contextlib.suppress(PermissionError):
+                            os.chown(dst.fileno(), existing.st_uid, existing.st_gid)
                     _copy(src, dst, buffer_size, progress)
-                os.replace(tmp, path)
+                os.replace(tmp, target)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)

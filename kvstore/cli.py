@@ -1,7 +1,8 @@
 """The ``kvstore`` command line (also ``python -m kvstore``).
 
 The store is chosen by ``--store URL``, else the ``KVSTORE_URL`` environment variable, else a
-filesystem store in ``./.kvstore`` (created on first use)::
+filesystem store in ``./.kvstore`` (created by the first command that writes; commands that
+only read never create a store)::
 
     kvstore put images/cat.png cat.png --meta type=image --meta width=640
     kvstore get images/cat.png -o copy.png
@@ -26,7 +27,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from urllib.parse import unquote, urlsplit
 
 from . import __version__, signals
 from ._keys import canonical
@@ -188,10 +191,32 @@ def _store_url(args: argparse.Namespace) -> str:
     return args.store or os.environ.get("KVSTORE_URL") or DEFAULT_STORE
 
 
-def _open(args: argparse.Namespace) -> AbstractStore:
+def _file_path(url: str) -> Optional[str]:
+    """The local path a ``file:`` URL or bare path names (None for other schemes)."""
+    parts = urlsplit(url)
+    if len(parts.scheme) <= 1:
+        return os.path.expanduser(url)
+    if parts.scheme.lower() != "file" or parts.netloc not in ("", "localhost"):
+        return None  # not a local path: open_store says what is wrong with it
+    return os.path.expanduser(unquote(parts.path))
+
+
+def _open(args: argparse.Namespace, *, write: bool = True) -> AbstractStore:
+    """Open the store. A command that only reads (``write=False``) never creates one."""
     url = _store_url(args)
+    options: Dict[str, Any] = {}
+    path = _file_path(url)
+    if path is not None:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise CLIError(f"cannot open store {url!r}: {path} is a file, not a store directory")
+        if not write:
+            if not os.path.isdir(path):
+                hint = ("; the first write creates it (e.g. kvstore put KEY FILE), or name another "
+                        "with --store URL") if url == DEFAULT_STORE else ""
+                raise CLIError(f"cannot open store {url!r}: no store at {path}{hint}")
+            options["create"] = False
     try:
-        return open_store(url)
+        return open_store(url, **options)
     except (ImportError, ValueError) as exc:
         raise CLIError(f"cannot open store {url!r}: {_one_line(str(exc))}") from None
     except (FileExistsError, NotADirectoryError) as exc:
@@ -320,10 +345,6 @@ def cmd_put(args: argparse.Namespace) -> int:
     """Store a file (or stdin) and metadata under a key, replacing what was there."""
     metadata = _assignments(args.meta, "--meta")
     source = args.file
-    if source is None:
-        if _isatty(sys.stdin):
-            raise CLIError("no FILE given and stdin is a terminal: give a FILE, or - to read stdin")
-        source = "-"
     with contextlib.ExitStack() as stack:
         if source == "-":
             stream = sys.stdin.buffer
@@ -346,13 +367,16 @@ def cmd_get(args: argparse.Namespace) -> int:
     if output not in (None, "-"):
         if os.path.isdir(output):
             raise CLIError(f"{output} is a directory: give a file name")
-        parent = os.path.dirname(os.path.abspath(output))
+        parent = os.path.dirname(os.path.realpath(output))
         if not os.path.isdir(parent):
             raise CLIError(f"cannot write {output}: no such directory {parent}")
-    with _open(args) as store, _ProgressBars(store) as bars:
+    with _open(args, write=False) as store, _ProgressBars(store) as bars:
         try:
             if output not in (None, "-"):
-                store.to_file(args.key, output)
+                try:
+                    store.to_file(args.key, output)
+                except OSError as exc:
+                    raise CLIError(f"cannot write {output}: {exc.strerror or exc}") from None
                 return 0
             value = store.get(args.key)
         except KeyError:
@@ -379,9 +403,22 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_meta(args: argparse.Namespace) -> int:
-    """Print a key's metadata as JSON."""
-    with _open(args) as store:
+    """Print a key's metadata as JSON, or change names of it without rewriting the data."""
+    updates = _assignments(args.set, "--set")
+    unset = list(args.unset or ())
+    both = sorted(set(updates) & set(unset))
+    if both:
+        raise CLIError(f"--set and --unset both name {', '.join(both)}", code=2)
+    with _open(args, write=bool(updates or unset)) as store:
         try:
+            if unset:
+                metadata = store.get_metadata(args.key)
+                for name in unset:
+                    metadata.pop(name, None)
+                metadata.update(updates)
+                store.set_metadata(args.key, metadata)
+            elif updates:
+                store.update_metadata(args.key, updates)
             metadata = store.get_metadata(args.key)
         except KeyError:
             raise _no_key(args.key, store) from None
@@ -401,11 +438,34 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown_key(key: str) -> str:
+    # One key per line: a key that could be misread (a newline or another control
+    # character in it, or a leading quote) is printed as a JSON string instead.
+    if key.isprintable() and not key.startswith('"'):
+        return key
+    return _json(key)
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     """List the keys matching a glob pattern, sorted."""
-    with _open(args) as store:
+    with _open(args, write=False) as store:
         for key in sorted(store.glob(args.pattern)):
-            _say(key)
+            if not (args.long or args.json):
+                _say(_shown_key(key))
+                continue
+            try:
+                value = store.get(key)
+            except KeyError:
+                continue  # deleted since it was listed
+            if args.json:
+                _say(_json({"key": key, "size": value.size, "created": value.created,
+                            "modified": value.modified, "metadata": value.metadata}))
+            else:
+                _say(f"{value.size:>12}  {_when(value.modified)}  {_shown_key(key)}")
     return 0
 
 
@@ -422,7 +482,7 @@ def _query(store: AbstractStore, criteria: Dict[str, Any]) -> Iterator[Tuple[str
 def cmd_query(args: argparse.Namespace) -> int:
     """Print the keys whose metadata equals every NAME=VALUE, with their metadata."""
     criteria = _assignments(args.criteria, "query")
-    with _open(args) as store:
+    with _open(args, write=False) as store:
         try:
             results = sorted(_query(store, criteria), key=lambda item: item[0])
         except (TypeError, ValueError) as exc:
@@ -434,7 +494,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what the store says about itself, as JSON."""
-    with _open(args) as store:
+    with _open(args, write=False) as store:
         info = store.info()
     info["url"] = _store_url(args)
     _say(_json(info, indent=2))
@@ -509,7 +569,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_stop_on_signals(stop))
-        store = stack.enter_context(_open(args))
+        store = stack.enter_context(_open(args, write=False))
         if args.redis:
             _check_redis(args.redis)
             relay_module = _import_bridge("relay", "redis")
@@ -633,7 +693,8 @@ examples:
   kvstore --store file:///srv/data ls 'notes/*'
   KVSTORE_URL=s3://bucket/prefix kvstore info
 
-The store is --store URL, else $KVSTORE_URL, else ./.kvstore (created on first use).
+The store is --store URL, else $KVSTORE_URL, else ./.kvstore (created by the first write;
+commands that only read never create a store).
 URLs: file:///abs/path, file:rel/path (or a bare path), memory://, s3://bucket/prefix.
 """
 
@@ -642,6 +703,7 @@ _COMMANDS: List[Tuple[str, Callable[[argparse.Namespace], int], str, str]] = [
 example:
   kvstore put images/cat.png cat.png --meta type=image --meta width=640 --meta tags='["pet"]'
   tar c photos | kvstore put backups/photos.tar - --meta type=backup
+  kvstore put notes/a.txt --meta type=note -- a.txt     # -- ends the options
 
 A --meta VALUE is JSON where it parses as JSON (width=640 is a number, tags='["pet"]' a
 list, ok=true a boolean), else a string (type=image). put replaces the key's data and
@@ -655,6 +717,9 @@ example:
     ("meta", cmd_meta, "print a key's metadata as JSON", """\
 example:
   kvstore meta images/cat.png
+  kvstore meta images/cat.png --set width=640 --unset draft
+
+Prints the metadata as JSON (after the change, with --set or --unset).
 """),
     ("rm", cmd_rm, "delete keys", """\
 example:
@@ -665,6 +730,10 @@ example:
 example:
   kvstore ls
   kvstore ls 'images/*.png'       # * also crosses /
+  kvstore ls -l 'images/*'
+  kvstore ls --json | jq .size
+
+A key with a newline or another control character is printed as a JSON string, in quotes.
 """),
     ("query", cmd_query, "list keys whose metadata equals every NAME=VALUE", """\
 example:
@@ -701,6 +770,16 @@ reads a value back and runs a transaction. Run it as often as you like.
 ]
 
 
+def _sequence(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a journal sequence (a whole number >= 0), not {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a journal sequence is >= 0, not {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kvstore`` command."""
     common = _Parser(add_help=False)
@@ -721,18 +800,28 @@ def build_parser() -> argparse.ArgumentParser:
         subs[name] = sub
 
     subs["put"].add_argument("key", metavar="KEY")
-    subs["put"].add_argument("file", metavar="FILE", nargs="?",
-                             help="the file to store; - (or nothing, when piped) reads stdin")
+    subs["put"].add_argument("file", metavar="FILE|-",
+                             help="the file to store; - reads standard input")
     subs["put"].add_argument("-m", "--meta", metavar="NAME=VALUE", action="extend", nargs="+",
                              help="a metadata item; repeat or list several")
     subs["get"].add_argument("key", metavar="KEY")
     subs["get"].add_argument("-o", "--output", metavar="FILE",
-                             help="write to FILE (replaced when complete) instead of stdout")
+                             help="write to FILE instead of stdout, as cp does (a file is replaced when "
+                                  "complete and keeps its permissions; a symlink, FIFO or device is "
+                                  "written through)")
     subs["meta"].add_argument("key", metavar="KEY")
+    subs["meta"].add_argument("--set", metavar="NAME=VALUE", action="extend", nargs="+",
+                              help="set these names (VALUE parsed as for put --meta); the data stays")
+    subs["meta"].add_argument("--unset", metavar="NAME", action="extend", nargs="+",
+                              help="remove these names; the data stays")
     subs["rm"].add_argument("keys", metavar="KEY", nargs="+")
     subs["rm"].add_argument("-f", "--force", action="store_true", help="ignore keys that do not exist")
     subs["ls"].add_argument("pattern", metavar="PATTERN", nargs="?", default="*",
                             help="an fnmatch glob (default: *)")
+    subs["ls"].add_argument("-l", "--long", action="store_true",
+                            help="also print each key's size and modification time")
+    subs["ls"].add_argument("--json", action="store_true",
+                            help="one JSON object per key: key, size, created, modified, metadata")
     subs["query"].add_argument("criteria", metavar="NAME=VALUE", nargs="*",
                                help="metadata items every result has (none: every key)")
     subs["query"].add_argument("-k", "--keys", action="store_true", help="print only the keys")
@@ -741,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     subs["watch"].add_argument("--redis", metavar="URL",
                                help="receive the changes published by other relays through Redis")
     subs["watch"].add_argument("--channel", default="kvstore", help="the Redis channel (default: kvstore)")
-    subs["watch"].add_argument("--since", metavar="SEQUENCE", type=int,
+    subs["watch"].add_argument("--since", metavar="SEQUENCE", type=_sequence,
                                help="filesystem store: first replay the changes after this journal sequence")
     return parser
 
@@ -776,9 +865,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _error(str(exc))
             return exc.code
         except BrokenPipeError:
-            # The reader went away (``kvstore get key | head``): nothing left to say to it.
+            # The reader went away (``kvstore get key | head``): nothing left to say to it,
+            # and not a failure (like cat or ls in a pipeline that was cut short).
             _silence_stdout()
-            return 1
+            return 0
         except InvalidKeyError as exc:
             _error(f"invalid key: {exc}")
             return 1

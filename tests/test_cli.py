@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
+import kvstore
 from kvstore import testing
 from kvstore.cli import main, parse_assignment, parse_value
 
@@ -106,7 +107,10 @@ class LineReader:
 
 @pytest.fixture
 def store_dir(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+    # An existing store: commands that only read never create one.
+    path = tmp_path / "store"
+    kvstore.FileSystemStore(path, create=True)
+    return path
 
 
 @pytest.fixture
@@ -160,8 +164,13 @@ def test_put_from_stdin_and_get_to_stdout(store_dir: Path, big_file: Path) -> No
     assert_ok(result)
     assert result.stdout == data  # binary-safe, byte for byte
     assert result.stderr == b""
-    # No FILE at all: a pipe on stdin is read too.
-    assert_ok(kv("put", "implicit", store=store_dir, input=b"\x00\xffbinary\r\n"))
+    # No FILE at all (a forgotten argument, as in cron or ssh -n): a usage error, not an
+    # empty or piped value by accident; "-" says "read stdin".
+    result = kv("put", "implicit", store=store_dir, input=b"\x00\xffbinary\r\n")
+    assert result.returncode == 2
+    assert_one_line_error(result, "FILE|-")
+    assert "implicit" not in assert_ok(kv("ls", store=store_dir))
+    assert_ok(kv("put", "implicit", "-", store=store_dir, input=b"\x00\xffbinary\r\n"))
     assert kv("get", "implicit", "-o", "-", store=store_dir).stdout == b"\x00\xffbinary\r\n"
     assert json.loads(kv("meta", "piped", store=store_dir).stdout) == {"source": "stdin"}
 
@@ -352,7 +361,8 @@ def test_error_watch_a_memory_store_without_redis() -> None:
     assert_one_line_error(kv("--store", "memory://", "watch"), "--redis")
 
 
-def test_keyboard_interrupt_exits_130_and_writes_nothing(store_dir: Path) -> None:
+def test_keyboard_interrupt_exits_130_and_writes_nothing(tmp_path: Path) -> None:
+    store_dir = tmp_path / "created-by-put"  # a write command creates its store
     proc = subprocess.Popen([sys.executable, "-m", "kvstore", "--store", str(store_dir), "put", "k", "-"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=_env())
