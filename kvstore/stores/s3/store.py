@@ -69,7 +69,8 @@ class S3Store(AbstractStore):
     ``connect(credentials)`` accepts a dict of ``aws_access_key_id``,
     ``aws_secret_access_key`` and ``aws_session_token``.
 
-    Tuning knobs, class attributes (set them on a subclass or an instance):
+    Tuning knobs, class attributes (set them on a subclass, or on an instance before
+    ``connect()``; ``lock_stripes`` on a subclass):
     ``commit_attempts`` (conditional metadata PUTs tried before a write gives up),
     ``pair_timeout`` (seconds a reader waits for a writer between its data upload and its
     metadata PUT), ``snapshot_max`` (values up to this size are read whole by ``get()``),
@@ -126,10 +127,7 @@ class S3Store(AbstractStore):
             raise ValueError(f"no bucket in {url!r}")
         query = dict(query)
         named = {"name": query.pop("name")} if "name" in query else {}
-        try:
-            typed = S3Options.from_query(query)
-        except ValueError as exc:
-            raise ValueError(f"{exc} ({url!r})") from None
+        typed = S3Options.from_query(query)  # its errors do not repeat the URL: it may hold secrets
         return cls(bucket, unquote(parts.path.lstrip("/")), **{**named, **typed, **options})
 
     # ------------------------------------------------------------ lifecycle
