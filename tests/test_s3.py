@@ -133,7 +133,7 @@ class _Failing(io.RawIOBase):
 
 
 class TestS3Conformance(StoreConformance):
-    supports_rollback = False  # S3 cannot undo a write: see kvstore/stores/s3.py
+    supports_rollback = False  # S3 cannot undo a write: see kvstore/stores/s3/__init__.py
     has_journal = False
 
     @pytest.fixture
@@ -433,7 +433,7 @@ def test_unfinished_write_unversioned_is_reported(client: Any, second_client: An
         with pytest.raises(StoreError):
             writer.set("k", (b"new", {"v": "new"}))
         writer_client.meta.events.unregister("before-parameter-build.s3.PutObject", hook)
-        reader._pair_timeout = 0.3
+        reader.pair_timeout = 0.3
         with pytest.raises(StoreError, match="never committed"):
             reader.get("k")
         assert reader.get_metadata("k") == {"v": "old"}
@@ -510,7 +510,7 @@ def test_update_racing_a_data_write_with_equal_metadata(client: Any, second_clie
             a.update_metadata("k", {"m": 2})
         finally:
             client.meta.events.unregister("before-parameter-build.s3.PutObject", interleave)
-        a._pair_timeout = 0.5
+        a.pair_timeout = 0.5
         value = a.get("k")
         assert (value.data.read(), value.metadata) == (b"new data", {"n": 1, "m": 2})
 

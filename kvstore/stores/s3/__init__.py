@@ -1,0 +1,99 @@
+"""S3Store: the store in an S3 bucket (or any S3-compatible service), through boto3.
+
+Needs the ``s3`` extra (``pip install 'kvstore[s3]'``); boto3 is imported when a store is
+made, so ``import kvstore`` works without it.
+
+The package, one module per job: ``options`` (the options and the ``s3://`` URL's query),
+``naming`` (object names), ``format`` (the metadata object's body and headers), ``uploads``,
+``reads``, ``errors`` (botocore's errors translated at one boundary) and ``store`` (S3Store,
+its commit and listing). What a write does to a key is decided by ``kvstore._rules``, as for
+every backend.
+
+Layout
+------
+The layout of :class:`~kvstore.FileSystemStore`, with its key escaping (``_keys``)::
+
+    <prefix><key_to_relpath(key)>.data       the bytes
+    <prefix><key_to_relpath(key)>.metadata   the metadata, as a JSON object and nothing else
+                                             (then a line of blanks: see Commit point)
+
+so ``aws s3 sync`` of a filesystem store's directory gives a valid S3 store, and a sync the
+other way gives a valid filesystem store (``reindex()`` it). A ``prefix`` that does not end
+in ``/`` gets one: ``S3Store(b, "team/a")`` uses ``team/a/``, so the stores on ``team/a``
+and ``team/ab`` never see each other's keys. Escaped names never contain ``..`` or empty
+segments, so no key reaches outside its prefix. S3 object names are limited to 1024 bytes;
+a key whose name would be longer (255 x "€" is 2300 characters escaped) is stored as
+``<prefix>.kvstore/long/<sha256 of the key>.data`` / ``.metadata`` with the key itself in
+the metadata object's ``x-amz-meta-kvstore-key`` header (base64). No escaped name starts
+with ``.``, so ``<prefix>.kvstore/`` never holds a key's own objects.
+
+Commit point
+------------
+A key exists when its ``.metadata`` object exists, and a write is committed when its
+metadata object is PUT. Data goes first: a value smaller than ``part_size`` with one
+``put_object``, a larger one with a multipart upload whose parts are sent while the source
+is read (at most ``upload_workers`` parts of ``part_size`` bytes in memory). The data object
+carries a fresh write id (``x-amz-meta-kvstore-write``). The metadata object is then PUT
+with ``If-Match`` (the ETag read before) or ``If-None-Match: *`` (a new key), its user
+headers naming the data it belongs to: ``kvstore-write``, ``kvstore-crc32``,
+``kvstore-size`` and, in a versioned bucket, ``kvstore-data-version``. If-Match compares
+ETags, the MD5 of the body alone, so the JSON text is followed by a line of spaces and tabs
+drawn at random for each commit: two commits of equal metadata naming different data never
+share an ETag (JSON ignores the blanks). A conditional PUT that fails means another writer
+committed meanwhile: the metadata is read again and the write retried (so
+``update_metadata`` loses no concurrent update), unless a later upload has already replaced
+our data, in which case our write has been overtaken (last writer wins). This relies on the
+service applying a conditional PUT atomically, as S3 does; moto's server checks and writes
+in two steps, so under heavy contention between instances it can let a lost update through
+(threads of one instance also take turns per key, so they never do).
+
+A reader GETs the metadata object, then the data, and uses the data only if its write id is
+the one the metadata names (in a versioned bucket it reads the named ``VersionId``, which no
+later write can change). Between a writer's data upload and its metadata PUT the ids
+differ; the reader retries until they agree, so it never pairs new data with old metadata.
+Values up to 1 MiB are read whole by ``get()`` (a snapshot); larger ones are streamed on
+demand with ``If-Match`` on the data's ETag (or by version), so reading a large Value whose
+key has been overwritten since ``get()`` raises :class:`~kvstore.errors.StoreError` on an
+unversioned bucket rather than mixing writes.
+
+A stream that fails mid-way aborts the multipart upload (no parts are left behind) before
+anything is visible: the key keeps its old value. On an unversioned bucket, however, the
+data object is overwritten in place, so a writer killed (or a metadata PUT failing) in the
+instant between the two steps leaves new data under old metadata; reads of that key then
+raise ``StoreError`` until it is written again. With bucket versioning enabled there is no
+such window: the metadata names the data version, and a failed commit deletes the version
+it uploaded. Enable versioning where that matters (and a lifecycle rule for old versions).
+
+Integrity
+---------
+The CRC32 of the whole value is kept in the metadata object's ``kvstore-crc32`` header
+(S3's own checksums are recomputed by whoever overwrites an object, so they prove nothing).
+Whole reads verify it (and the size) when the last byte has been read; a mismatch raises
+:class:`~kvstore.errors.ChecksumError`. Range reads of the data kvstore wrote are checked
+by write id; a range of a data object replaced outside kvstore raises ``ChecksumError``.
+Objects synced in from a filesystem store carry no checksum until they are written again.
+
+Transactions
+------------
+S3 cannot roll back. Inside ``with store.transaction():`` every write is applied at once and
+readers anywhere see it; the base class holds the events until the block ends. If the block
+raises, the writes made so far stay, and their events are sent after
+``transaction_end(state="failed")`` so observers still hear of them. Events carry
+``sequence=None``: S3 keeps no change journal.
+
+Listing
+-------
+``glob`` lists ``list_objects_v2`` pages under the escaped form of the pattern's literal
+prefix; ``query`` lists every key and fetches the metadata objects with a small thread pool
+that is joined before it returns.
+"""
+
+from __future__ import annotations
+
+from .format import H_CRC, H_CREATED, H_KEY, H_MODIFIED, H_SIZE, H_VERSION, H_WRITE
+from .naming import MAX_OBJECT_NAME
+from .options import S3Options
+from .store import S3Store
+
+__all__ = ["S3Store", "S3Options", "MAX_OBJECT_NAME",
+           "H_WRITE", "H_CRC", "H_SIZE", "H_VERSION", "H_CREATED", "H_MODIFIED", "H_KEY"]

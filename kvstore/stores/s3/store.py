@@ -1,0 +1,379 @@
+"""S3Store: the hooks of AbstractStore on S3, wiring the package's parts together.
+
+Options (``options``), object names (``naming``), the metadata object's format (``format``),
+uploads (``uploads``), reads (``reads``) and error translation (``errors``) each have their
+module; here are the lifecycle, the listing and the commit (see the package docstring).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import SplitResult, unquote
+
+from ..._keys import matches
+from ..._rules import EMPTY, NEW, plan_delete, plan_write
+from ...base import AbstractStore, Change, ProgressReader, Value
+from ...errors import AuthorizationError, StoreError
+from .errors import ErrorMap, _Conflict, _Missing, missing_is_key_error
+from .format import H_KEY, H_WRITE, DataRef, Meta, commit_headers, metadata_body
+from .naming import Naming, ObjectNames, encode_long_key
+from .options import S3Options
+from .reads import Reads
+from .uploads import Uploads
+
+__all__ = ["S3Store"]
+
+log = logging.getLogger("kvstore.s3")
+
+_INSTALL_HINT = "pip install 'kvstore[s3]'"
+
+
+def _boto() -> tuple[Any, Any]:
+    """Import boto3 and botocore, or say which extra installs them."""
+    try:
+        import boto3  # type: ignore[import-untyped]
+        import botocore.config  # type: ignore[import-untyped]
+        import botocore.exceptions  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ImportError(f"S3Store needs boto3, which is not installed ({exc}); "
+                          f"install it with: {_INSTALL_HINT}", name="boto3") from exc
+    return boto3, botocore
+
+
+class S3Store(AbstractStore):
+    """A store in an S3 bucket, under a prefix (see :mod:`kvstore.stores.s3` for the layout,
+    the commit point, checksums and why transactions do not roll back).
+
+    Parameters
+    ----------
+    bucket : the bucket name.
+    prefix : the object-name prefix of the store; ``"a/b"`` means ``"a/b/"``; ``""`` the
+        whole bucket.
+    client : a boto3 S3 client to use (the store then never closes it). Without one, the
+        store makes its own on ``connect()`` with boto3's ``standard`` retry mode.
+    name : optional name shown by ``info()``.
+    **options : for the client it makes: ``endpoint_url``, ``region`` (or ``region_name``),
+        ``profile`` (or ``profile_name``), ``aws_access_key_id``, ``aws_secret_access_key``,
+        ``aws_session_token``, ``verify`` (TLS), ``max_attempts`` (retries, default 5);
+        ``create`` (make the bucket on connect when missing); ``part_size`` (multipart
+        part size in bytes, 5 MiB to 5 GiB, default 8 MiB); ``upload_workers`` (parts sent
+        at once, default 4); ``max_workers`` (metadata fetched at once by ``query``,
+        default 8). Values may be strings, as they come from an ``s3://`` URL's query.
+
+    ``connect(credentials)`` accepts a dict of ``aws_access_key_id``,
+    ``aws_secret_access_key`` and ``aws_session_token``.
+
+    Tuning knobs, class attributes (set them on a subclass, or on an instance before
+    ``connect()``; ``lock_stripes`` on a subclass):
+    ``commit_attempts`` (conditional metadata PUTs tried before a write gives up),
+    ``pair_timeout`` (seconds a reader waits for a writer between its data upload and its
+    metadata PUT), ``snapshot_max`` (values up to this size are read whole by ``get()``),
+    ``stream_buffer`` (buffer of a streamed value), ``lock_stripes`` (per-key commit locks).
+
+    Raises
+    ------
+    ImportError : boto3 is missing (the message says ``pip install 'kvstore[s3]'``).
+    TypeError : an unknown option.
+    ValueError : a bad bucket, prefix or option value.
+    """
+
+    commit_attempts = 100
+    pair_timeout = 5.0
+    snapshot_max = 1024 * 1024
+    stream_buffer = 256 * 1024
+    lock_stripes = 64
+
+    def __init__(self, bucket: str, prefix: str = "", *, client: Any = None,
+                 name: str | None = None, **options: Any) -> None:
+        super().__init__(name=name)
+        _, self._botocore = _boto()
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError("an S3Store needs a bucket name")
+        self._naming = Naming(prefix)
+        self.bucket = bucket
+        self.prefix = self._naming.prefix
+        self.options = S3Options.from_kwargs(options)
+        self.endpoint_url = self.options.endpoint_url
+        self.region = self.options.region
+        self.part_size = self.options.part_size
+        self.upload_workers = self.options.upload_workers
+        self.max_workers = self.options.max_workers
+        self._errors = ErrorMap(self._botocore, bucket, self.prefix)
+        self._client = client
+        self._own_client = client is None
+        self._reads: Reads = None  # type: ignore[assignment]  # made on connect
+        self._uploads: Uploads = None  # type: ignore[assignment]
+        self._locks = [threading.Lock() for _ in range(self.lock_stripes)]
+
+    @classmethod
+    def from_url(cls, url: str, parts: SplitResult, query: dict[str, str], **options: Any) -> S3Store:
+        """The store that ``s3://bucket/prefix?option=value&...`` names (not yet connected).
+
+        The query's options are those of the constructor (``name`` too), given as strings:
+        integers and flags are checked and converted here. ``options`` win over the query's.
+
+        Raises
+        ------
+        ValueError : no bucket, an unknown option or a value that is not of its type.
+        """
+        bucket = parts.netloc
+        if not bucket:
+            raise ValueError(f"no bucket in {url!r}")
+        query = dict(query)
+        named = {"name": query.pop("name")} if "name" in query else {}
+        typed = S3Options.from_query(query)  # its errors do not repeat the URL: it may hold secrets
+        return cls(bucket, unquote(parts.path.lstrip("/")), **{**named, **typed, **options})
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _make_client(self, credentials: Any) -> Any:
+        boto3, botocore = _boto()
+        session = boto3.session.Session(**self.options.session_args(credentials))
+        config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": self.options.max_attempts},
+            max_pool_connections=max(10, self.upload_workers, self.max_workers) + 2)
+        with self._errors():
+            return session.client("s3", config=config, **self.options.client_args())
+
+    def _connect(self, credentials: Any) -> None:
+        if self._own_client and self._client is None:
+            self._client = self._make_client(credentials)
+        self._reads = Reads(self._client, self.bucket, self._errors, self.snapshot_max, self.stream_buffer)
+        self._uploads = Uploads(self._client, self.bucket, self._errors, self.part_size, self.upload_workers)
+        try:
+            with self._errors(missing=True):
+                self._client.head_bucket(Bucket=self.bucket)
+        except _Missing:
+            self._create_bucket()
+        except AuthorizationError:
+            # HeadBucket needs s3:ListBucket; object permissions may be enough for the rest.
+            log.debug("HeadBucket on %s refused; going on", self.bucket)
+        except BaseException:
+            self._drop_client()
+            raise
+
+    def _create_bucket(self) -> None:
+        if not self.options.create:
+            self._drop_client()
+            raise StoreError(f"the S3 bucket {self.bucket!r} does not exist "
+                             f"(create it, or pass create=True)") from None
+        args: dict[str, Any] = {"Bucket": self.bucket}
+        region = self._client.meta.region_name
+        if region and region != "us-east-1":
+            args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        with self._errors():
+            self._client.create_bucket(**args)
+
+    def _drop_client(self) -> None:
+        if self._own_client and self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def _disconnect(self) -> None:
+        self._drop_client()
+
+    def _info(self) -> dict[str, Any]:
+        endpoint = self.endpoint_url
+        if endpoint is None and self._client is not None:
+            endpoint = self._client.meta.endpoint_url
+        return {"bucket": self.bucket, "prefix": self.prefix, "endpoint_url": endpoint,
+                "region": self.region, "part_size": self.part_size}
+
+    def __repr__(self) -> str:
+        return f"<S3Store s3://{self.bucket}/{self.prefix} name={self.name!r}>"
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        # Threads of this instance take turns to commit one key; other instances and
+        # processes are kept apart by the conditional PUTs.
+        return self._locks[hash(key) % len(self._locks)]
+
+    # ------------------------------------------------------------ reads
+
+    def _get_metadata(self, key: str) -> dict[str, Any]:
+        current = self._reads.meta(key, self._naming.names(key).metadata)
+        if current is None:
+            raise KeyError(key)
+        return current.metadata
+
+    def _exists(self, key: str) -> bool:
+        return self._reads.head(self._naming.names(key).metadata) is not None
+
+    def _get(self, key: str) -> Value:
+        names = self._naming.names(key)
+        deadline: float | None = None
+        delay = 0.005
+        with missing_is_key_error(key):
+            while True:
+                current = self._reads.meta(key, names.metadata)
+                if current is None:
+                    raise _Missing(key)
+                value = self._reads.value(key, names.data, current)
+                if value is not None:
+                    return value
+                # The data comes from another write than the metadata: a writer is between
+                # its data upload and its metadata PUT. Wait for it, within limits.
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.pair_timeout
+                elif now > deadline:
+                    raise StoreError(
+                        f"the data of {key!r} (s3://{self.bucket}/{names.data}) comes from a write "
+                        f"whose metadata was never committed (a writer died or failed between its "
+                        f"two steps); write the key again")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+    # ------------------------------------------------------------ listing
+
+    def _list(self, prefix: str) -> list[str]:
+        names: list[str] = []
+        with self._errors():
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                names.extend(obj["Key"] for obj in page.get("Contents", ()))
+        return names
+
+    def _long_key(self, meta_name: str) -> str | None:
+        headers = self._reads.headers(meta_name)
+        return None if headers is None else self._naming.long_key_of(meta_name, headers.get(H_KEY))
+
+    def _iter_keys(self, prefix: str) -> Iterable[str]:
+        naming = self._naming
+        keys = set()
+        long_names: list[str] = []
+        prefixes = naming.list_prefixes(prefix)
+        for s3_prefix in prefixes:
+            for name in filter(naming.is_metadata, self._list(s3_prefix)):
+                if naming.is_long(name):
+                    long_names.append(name)
+                    continue
+                key = naming.key_of(name)
+                if key is not None and key.startswith(prefix):
+                    keys.add(key)
+        if not any(naming.long_area.startswith(p) for p in prefixes):
+            long_names.extend(filter(naming.is_metadata, self._list(naming.long_area)))
+        for name in long_names:
+            key = self._long_key(name)
+            if key is not None and key.startswith(prefix):
+                keys.add(key)
+        return sorted(keys)
+
+    def _metadata_or_none(self, key: str) -> dict[str, Any] | None:
+        current = self._reads.meta(key, self._naming.names(key).metadata)  # None: deleted since listed
+        return None if current is None else current.metadata
+
+    def _query(self, criteria: dict[str, str]) -> Iterable[tuple[str, dict[str, Any]]]:
+        keys = list(self._iter_keys(""))
+        if not keys:
+            return []
+        results = []
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(self.max_workers, len(keys)), thread_name_prefix="kvstore-s3-query")
+        try:
+            for key, metadata in zip(keys, pool.map(self._metadata_or_none, keys), strict=True):
+                if metadata is not None and matches(metadata, criteria):
+                    results.append((key, metadata))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return results
+
+    # ------------------------------------------------------------ writes
+
+    def _write(self, key: str, source: ProgressReader | None, metadata: dict[str, Any] | None,
+               update: dict[str, Any] | None) -> list[Change]:
+        names = self._naming.names(key)
+        uploads: list[DataRef] = []
+        try:
+            if source is not None:
+                uploads.append(self._uploads.upload(names.data, source))
+            return [self._commit_write(key, names, source is not None, uploads, metadata, update)]
+        except BaseException:
+            # In a versioned bucket the old data is still the previous version: deleting
+            # ours restores the key exactly as it was.
+            for ref in uploads:
+                if ref.version is not None:
+                    self._uploads.forget_version(names.data, ref.version)
+            raise
+
+    def _commit_write(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
+                      metadata: dict[str, Any] | None, update: dict[str, Any] | None) -> Change:
+        """PUT the metadata object (the commit point), conditionally; retry on conflicts.
+
+        What the write does is :func:`kvstore._rules.plan_write`'s; ``uploads`` holds the
+        data this write put (none yet, or its own, or the empty data of a new key).
+        """
+        with self._lock_for(key):
+            for _ in range(self.commit_attempts):
+                change = self._try_commit(key, names, has_data, uploads, metadata, update)
+                if change is not None:
+                    return change
+        raise StoreError(f"could not commit {key!r}: its metadata changed {self.commit_attempts} "
+                         f"times while this write was retried")
+
+    def _try_commit(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
+                    metadata: dict[str, Any] | None, update: dict[str, Any] | None) -> Change | None:
+        """One conditional metadata PUT: the change, or None when another writer came first."""
+        current = self._reads.meta(key, names.metadata)
+        outcome = plan_write(key, current.metadata if current is not None else None,
+                             has_data=has_data, metadata=metadata, update=update)
+        if outcome.data == EMPTY and not uploads:
+            uploads.append(self._uploads.put(names.data, b""))
+        ref = self._committed_ref(outcome.data, uploads, current)
+        now = time.time()
+        created = current.created if current is not None else now
+        long_key = encode_long_key(key) if names.is_long else None
+        condition = {"IfMatch": current.etag} if current is not None else {"IfNoneMatch": "*"}
+        change = Change(outcome.kind, key, outcome.metadata, timestamp=now)
+        try:
+            with self._errors():
+                self._client.put_object(
+                    Bucket=self.bucket, Key=names.metadata, Metadata=commit_headers(ref, created, now, long_key),
+                    Body=metadata_body(outcome.metadata), ContentType="application/json", **condition)
+        except _Conflict:
+            if self._overtaken(names, uploads):
+                # A later upload has replaced our data and will commit its own metadata:
+                # ours was overtaken (last writer wins).
+                return change
+            return None
+        return change
+
+    @staticmethod
+    def _committed_ref(data: str, uploads: list[DataRef], current: Meta | None) -> DataRef:
+        """The data the metadata names: what this write uploaded, if anything (its own data,
+        or a new key's empty data, which in an unversioned bucket now is the data object even
+        if another writer created the key meanwhile), else the key's current data."""
+        if uploads:
+            return uploads[0]
+        assert data != NEW and current is not None  # a write with data or a new key uploads
+        return current.ref
+
+    def _overtaken(self, names: ObjectNames, uploads: list[DataRef]) -> bool:
+        if not uploads or uploads[0].version is not None:
+            return False
+        headers = self._reads.headers(names.data)
+        return (headers or {}).get(H_WRITE) != uploads[0].write
+
+    def _delete(self, key: str) -> list[Change]:
+        names = self._naming.names(key)
+        with self._lock_for(key):
+            current = self._reads.meta(key, names.metadata)
+            outcome = plan_delete(key, current.metadata if current is not None else None)
+            # The metadata object goes first: that is the commit point of a delete.
+            with self._errors():
+                self._client.delete_object(Bucket=self.bucket, Key=names.metadata)
+            now = time.time()
+            try:
+                with self._errors():
+                    self._client.delete_object(Bucket=self.bucket, Key=names.data)
+            except StoreError as exc:
+                # The key is gone already; an orphan data object is invisible and is
+                # replaced by the next write of the key.
+                log.warning("deleted %r but not its data object %s: %s", key, names.data, exc)
+        return [Change(outcome.kind, key, outcome.metadata, timestamp=now)]
