@@ -203,3 +203,47 @@ def test_a_relay_skips_its_own_golden_message(server, stores, payload, secret):
     events, stats = received(server, stores(), payload, secret, relay_id=RELAY_ID)
     assert events == [] and stats["received"] == 1
     assert stats["rejected"] == 0 and stats["delivered"] == 0
+
+
+# ------------------------------------------------- the wire module, directly
+
+def test_the_encoder_makes_the_golden_bytes(stores):
+    from kvstore.relay import wire
+
+    store = stores(ORIGIN)
+    event = golden_event(store)
+    assert wire.pack([(1, event)], RELAY_ID, None, 1 << 20) == [(GOLDEN_UNSIGNED, 1)]
+    assert wire.pack([(1, event)], RELAY_ID, SECRET, 1 << 20) == [(GOLDEN_SIGNED, 1)]
+    batch = [(7, StoreSetEvent(store=store, origin=ORIGIN, timestamp=1700000000.25, key="a",
+                               metadata={"n": 1})),
+             (8, StoreDeleteEvent(store=store, origin=ORIGIN, timestamp=1700000001.5, key="a",
+                                  metadata={"n": 1}))]
+    assert wire.pack(batch, RELAY_ID, SECRET, 1 << 20) == [(GOLDEN_BATCH, 2)]
+
+
+def test_the_decoder_reads_the_golden_bytes():
+    from kvstore.relay import wire
+
+    message = wire.decode(GOLDEN_BATCH, SECRET)
+    assert message is not None and (message.relay, message.first) == (RELAY_ID, 7)
+    assert [e["type"] for e in message.events] == ["StoreSetEvent", "StoreDeleteEvent"]
+    assert wire.decode(GOLDEN_UNSIGNED).events[0]["key"] == "golden/key"
+    # its own messages: None, whether signed or not, checked or not
+    assert wire.decode(GOLDEN_SIGNED, SECRET, ignore=RELAY_ID) is None
+    assert wire.decode(GOLDEN_UNSIGNED, ignore=RELAY_ID) is None
+    with pytest.raises(wire.WireError, match="bad signature"):
+        wire.decode(GOLDEN_SIGNED.replace(b'"n":1', b'"n":2'), SECRET)
+    with pytest.raises(wire.WireError, match="unsigned"):
+        wire.decode(GOLDEN_UNSIGNED, SECRET)
+
+
+def test_a_signed_message_laid_out_otherwise_is_checked_against_its_canonical_form():
+    from kvstore.relay import wire
+
+    envelope = json.loads(GOLDEN_SIGNED)
+    spaced = json.dumps(envelope, indent=1).encode()  # the same object, other bytes
+    message = wire.decode(spaced, SECRET)
+    assert message is not None and message.events == envelope["events"]
+    envelope["n"] = 2
+    with pytest.raises(wire.WireError, match="bad signature"):
+        wire.decode(json.dumps(envelope).encode(), SECRET)
