@@ -224,9 +224,11 @@ def _verify(data: bytes, trailer: re.Match[bytes] | None, envelope: dict[str, An
         raise WireError("bad signature (forged, or another secret)")
 
 
-def _offset(data: bytes) -> int:
-    """Where the tail that :data:`_TRAILER` is matched against starts in ``data``."""
-    return max(0, len(data) - _TRAILER_MAX)
+def _trailer(data: bytes) -> re.Match[bytes] | None:
+    """The envelope's members after the events, when ``data`` is in the canonical layout."""
+    # The last ',"kvstore":' is the trailer's if there is one: nothing after it holds a quote.
+    start = data.rfind(b',"kvstore":', max(0, len(data) - _TRAILER_MAX))
+    return None if start < 0 else _TRAILER.match(data, start)
 
 
 def decode(data: Any, secret: bytes | None = None, *, ignore: str | None = None,
@@ -250,7 +252,7 @@ def decode(data: Any, secret: bytes | None = None, *, ignore: str | None = None,
     WireError : not a valid message (unsigned or forged included); the text says why.
     """
     data = _as_bytes(data, max_message_size)
-    trailer = _TRAILER.search(data, _offset(data))
+    trailer = _trailer(data)
     if trailer is not None and ignore is not None and trailer.group(3) == ignore.encode("utf-8"):
         return None  # our own message coming back: its events need not be parsed
     envelope, relay, first, events = _parse(data)
