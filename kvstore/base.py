@@ -362,6 +362,19 @@ class AbstractStore(ABC):
         # receiver is one of them, a smaller operation of known size builds no events.
         self._progress_gates: Dict[str, int] = {}
 
+    def add_progress_floor(self, owner_id: str, min_bytes: int) -> None:
+        """Say that progress listener ``owner_id`` (a bridge) ignores operations of a known size
+        below ``min_bytes``.
+
+        While every progress receiver is such a listener, an operation smaller than all their
+        floors builds no progress events at all. Replaces ``owner_id``'s previous floor.
+        """
+        self._progress_gates[owner_id] = int(min_bytes)
+
+    def remove_progress_floor(self, owner_id: str) -> None:
+        """Take away the floor of :meth:`add_progress_floor` (none left: nothing happens)."""
+        self._progress_gates.pop(owner_id, None)
+
     # ------------------------------------------------------------------ hooks
 
     def _connect(self, credentials: Any) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequ
 from urllib.parse import unquote, urlsplit
 
 from . import __version__, signals
+from ._bridge import Bridge
 from ._keys import canonical
 from ._registry import open_store
 from .base import AbstractStore
@@ -573,7 +574,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if args.redis:
             _check_redis(args.redis)
             relay_module = _import_bridge("relay", "redis")
-            bridge = relay_module.RedisRelay(store, args.redis, channel=args.channel)
+            bridge: Bridge = relay_module.RedisRelay(store, args.redis, channel=args.channel)
             from .relay import redact_url
 
             via = f"Redis {redact_url(args.redis)} channel {args.channel!r}"
@@ -595,15 +596,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
             raise CLIError(f"cannot watch {_where(store)} through {via}: {_describe_exception(exc)}") from None
         stack.callback(bridge.stop)
         # The relay subscribes in the background: say "watching" only once it listens.
-        wait_ready = getattr(bridge, "wait_ready", None)
-        if callable(wait_ready) and not wait_ready(10):
+        if not bridge.wait_ready(10):
             _write_text(sys.stderr, f"kvstore: warning: not listening on {via} yet; still trying\n")
         _write_text(sys.stderr, f"kvstore: watching {_where(store)} for {args.pattern!r} "
                                 f"through {via}; Ctrl-C to stop\n")
         # Until a signal, a closed stdout, or the bridge stopping on its own (its stop()
         # then raises the reason).
         while not stop.wait(0.25):
-            if getattr(bridge, "running", True) is False:
+            if not bridge.running:
                 break
     return 0
 

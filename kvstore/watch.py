@@ -38,6 +38,7 @@ import warnings
 from typing import Any, Optional, Tuple
 
 from . import signals
+from ._bridge import Bridge
 from .errors import StoreError
 from .events import MODIFICATION_CLASSES
 
@@ -117,7 +118,7 @@ class _Waker:
             self._wake.set()
 
 
-class FileSystemWatcher:
+class FileSystemWatcher(Bridge):
     """Send, on a FileSystemStore's signals, the changes other processes make to its directory.
 
     While started, every change committed through kvstore by another process or another
@@ -182,6 +183,7 @@ class FileSystemWatcher:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
         self._observer_class = _load_watchdog()
+        super().__init__()
         self.store = store
         self.since = since
         self.poll_interval = float(poll_interval)
@@ -190,11 +192,9 @@ class FileSystemWatcher:
         self._control = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._ready = threading.Event()
         self._reader: Optional[threading.Thread] = None
         self._observer: Any = None
         self._identity: Tuple[Tuple[int, int], ...] = ()
-        self._error: Optional[BaseException] = None
         self._error_raised = False
 
     # ------------------------------------------------------------ public
@@ -207,11 +207,6 @@ class FileSystemWatcher:
         :meth:`start` when no ``since`` was given.
         """
         return self._position
-
-    @property
-    def error(self) -> Optional[BaseException]:
-        """The exception that stopped the watcher on its own, or None."""
-        return self._error
 
     @property
     def running(self) -> bool:
@@ -317,6 +312,7 @@ class FileSystemWatcher:
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        self._ready.clear()
         self._wake.set()
         reader, self._reader = self._reader, None
         observer, self._observer = self._observer, None
@@ -352,21 +348,6 @@ class FileSystemWatcher:
             self._error_raised = True
             raise self._error
         return True
-
-    def __enter__(self) -> "FileSystemWatcher":
-        """Start the watcher (see :meth:`start`)."""
-        return self.start()
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        """Stop the watcher; its error is raised unless the block is already raising."""
-        if exc_type is None:
-            self.stop()
-            return
-        # Do not hide the exception already on its way out.
-        try:
-            self.stop()
-        except BaseException:
-            log.exception("the watcher of %s had stopped on an error", self.store.path)
 
     def __repr__(self) -> str:
         state = "running" if self.running else ("failed" if self._error else "stopped")

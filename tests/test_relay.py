@@ -607,7 +607,7 @@ def test_on_full_block_waits_for_room(stores, server, recorders):
 
         thread = threading.Thread(target=writer)
         thread.start()
-        wait_for(lambda: len(ra._queue) == 2 and len(done) >= 2, what="queue full")
+        wait_for(lambda: len(ra._outbox) == 2 and len(done) >= 2, what="queue full")
         assert thread.is_alive() and len(done) < 6  # the writer waits for room
         server.connected = True
         thread.join(10)
@@ -698,17 +698,17 @@ def test_the_wait_grows_under_a_stream_and_falls_back_when_it_thins(stores, serv
     relay = RedisRelay(stores(), client(server), linger=0.001, max_linger=0.016)
     wait = relay.linger
     for _ in range(3):  # one event per linger: the wait stays at linger
-        wait = relay._next_wait(wait, 1, 0.001)
+        wait = relay._outbox.next_wait(wait, 1, 0.001)
         assert wait == 0.001
     waits = []
     for _ in range(6):  # ten events per ms: each wait twice the last, up to max_linger
-        wait = relay._next_wait(wait, round(10 * wait / 0.001), wait)
+        wait = relay._outbox.next_wait(wait, round(10 * wait / 0.001), wait)
         waits.append(wait)
     assert waits == [0.002, 0.004, 0.008, 0.016, 0.016, 0.016]
     # the stream thins to one event per ms: back to linger at once
-    assert relay._next_wait(wait, 16, 0.016) == 0.001
+    assert relay._outbox.next_wait(wait, 16, 0.016) == 0.001
     fixed = RedisRelay(stores(), client(server), linger=0.001, max_linger=0.001)
-    assert fixed._next_wait(0.001, 100, 0.001) == 0.001
+    assert fixed._outbox.next_wait(0.001, 100, 0.001) == 0.001
     # max_linger is never below linger
     assert RedisRelay(stores(), client(server), linger=0.01, max_linger=0.001).max_linger == 0.01
 
