@@ -450,7 +450,7 @@ class _Sync:
             self._outcome(key, "failed", attempts=failure.attempts, message=failure.message)
             return None
         if verdict in ("skip", "resumed"):
-            self._outcome(key, "skipped", source=self._fingerprint(found))
+            self._outcome(key, "skipped", attempts=attempts, source=self._fingerprint(found))
             return None
         if self.dry_run:
             self._outcome(key, "done", nbytes=0)
