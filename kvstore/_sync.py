@@ -574,6 +574,9 @@ class _Sync:
                 return function(item)
             except _Stopped:
                 return None
+            except BaseException:
+                self.stop.set()  # Ctrl-C (or a bug) in a worker: the others stop now
+                raise
 
         futures = [pool.submit(guarded, item) for item in items]
         pending = set(futures)
