@@ -12,6 +12,7 @@ from typing import Any
 
 from . import errors, events, signals
 from ._registry import open_store
+from ._sync import SyncReport, sync
 from .base import AbstractStore, Value
 from .errors import (
     AuthorizationError,
@@ -33,6 +34,8 @@ __all__ = [
     "S3Store",
     "init_shared_store",
     "open_store",
+    "sync",
+    "SyncReport",
     "signals",
     "events",
     "errors",

@@ -683,6 +683,85 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- copy, move, sync
+
+
+def _copy_or_move(args: argparse.Namespace, move: bool) -> int:
+    with _open(args) as store, _ProgressBars(store):
+        try:
+            (store.move if move else store.copy)(args.src, args.dst)
+        except KeyError:
+            raise _no_key(args.src, store) from None
+        except InvalidKeyError:
+            raise
+        except ValueError as exc:  # the same key twice
+            raise CLIError(str(exc)) from None
+    return 0
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    """Copy a key's data and metadata to another key of the store."""
+    return _copy_or_move(args, move=False)
+
+
+def cmd_mv(args: argparse.Namespace) -> int:
+    """Move a key to another key of the store (atomic on memory and filesystem stores)."""
+    return _copy_or_move(args, move=True)
+
+
+def _is_file_url(url: str) -> bool:
+    scheme = urlsplit(url).scheme.lower()
+    return scheme == "file" or len(scheme) <= 1  # a bare path, or a Windows drive letter
+
+
+def _open_url(url: str, what: str, create: bool) -> AbstractStore:
+    """Open the store ``url`` names; a filesystem store that does not exist is created only
+    when ``create``."""
+    try:
+        return open_store(url, create=False) if _is_file_url(url) and not create else open_store(url)
+    except (ImportError, ValueError) as exc:
+        raise CLIError(f"cannot open {what} {url!r}: {_one_line(str(exc))}") from None
+    except Exception as exc:
+        raise CLIError(f"cannot open {what} {url!r}: {_describe_exception(exc)}") from None
+
+
+class _SyncBars(_ProgressBars):
+    """The one bar of a sync over all its bytes (not one per key)."""
+
+    def _on_start(self, sender: Any, event: Any = None, **_: Any) -> None:
+        if event.message == "sync":
+            self.start(event.operation_id, f"sync {event.key}", event.steps)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Copy to DST_URL the keys of SRC_URL matching PATTERN whose data or metadata differ."""
+    from ._sync import sync
+
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(_open_url(args.source, "source", create=False))
+        destination = stack.enter_context(_open_url(args.destination, "destination", create=True))
+        stack.enter_context(_SyncBars(destination, threshold=0))
+        try:
+            report = sync(source, destination, args.pattern, delete=args.delete, workers=args.workers,
+                          retries=args.retries, state=args.state, dry_run=args.dry_run)
+        except KeyboardInterrupt:
+            if args.state:
+                _write_text(sys.stderr, f"kvstore: the state is in {args.state}: run the same command "
+                                        f"to resume\n")
+            raise
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    if args.dry_run:
+        for key in report.done:
+            _say(f"would copy {key}")
+        for key in report.deleted:
+            _say(f"would delete {key}")
+    for key in report.failed:
+        _error(f"{key!r} failed: {report.errors.get(key, 'failed')}")
+    _say(report.summary())
+    return 0 if report.ok else 1
+
+
 # ---------------------------------------------------------------- the parser
 
 _EPILOG = """\
@@ -725,6 +804,30 @@ Prints the metadata as JSON (after the change, with --set or --unset).
 example:
   kvstore rm images/cat.png
   kvstore rm -f maybe/there another/key
+"""),
+    ("cp", cmd_cp, "copy a key (data and metadata) to another key", """\
+example:
+  kvstore cp images/cat.png backup/cat.png
+"""),
+    ("mv", cmd_mv, "move a key to another key", """\
+example:
+  kvstore mv inbox/report.csv done/report.csv
+
+The move is atomic on memory and filesystem stores (nobody sees both keys or neither);
+on S3 it is a server-side copy, then a delete.
+"""),
+    ("sync", cmd_sync, "make the keys of one store match another's", """\
+example:
+  kvstore sync file:///srv/data s3://bucket/backup
+  kvstore sync s3://bucket/backup file:restore 'images/*' --dry-run
+  kvstore sync file:data s3://bucket/mirror --delete --state sync-state.json
+
+Copies every key matching PATTERN (default *) whose size, checksum or metadata differ,
+verifies what it wrote, retries transient failures, and with --delete removes destination
+keys the source lacks. --store is not used: the two stores are SRC_URL and DST_URL (a
+filesystem DST_URL is created when missing). --state FILE keeps each key's state so an
+interrupted run resumes where it stopped. Prints a summary line; exit status 1 if any key
+failed.
 """),
     ("ls", cmd_ls, "list keys matching a glob pattern", """\
 example:
@@ -816,6 +919,22 @@ def build_parser() -> argparse.ArgumentParser:
                               help="remove these names; the data stays")
     subs["rm"].add_argument("keys", metavar="KEY", nargs="+")
     subs["rm"].add_argument("-f", "--force", action="store_true", help="ignore keys that do not exist")
+    for name in ("cp", "mv"):
+        subs[name].add_argument("src", metavar="SRC", help="the key to copy")
+        subs[name].add_argument("dst", metavar="DST", help="the key to write")
+    subs["sync"].add_argument("source", metavar="SRC_URL", help="the store to copy from")
+    subs["sync"].add_argument("destination", metavar="DST_URL", help="the store to copy to")
+    subs["sync"].add_argument("pattern", metavar="PATTERN", nargs="?", default="*",
+                              help="only keys matching this glob (default: *)")
+    subs["sync"].add_argument("--delete", action="store_true",
+                              help="delete destination keys matching PATTERN that the source lacks")
+    subs["sync"].add_argument("--dry-run", action="store_true",
+                              help="change nothing; print what would be copied and deleted")
+    subs["sync"].add_argument("--state", metavar="FILE", help="keep per-key state in FILE, to resume")
+    subs["sync"].add_argument("--workers", metavar="N", type=int, default=4,
+                              help="keys copied at once (default: 4)")
+    subs["sync"].add_argument("--retries", metavar="N", type=int, default=3,
+                              help="further attempts of a key after a transient failure (default: 3)")
     subs["ls"].add_argument("pattern", metavar="PATTERN", nargs="?", default="*",
                             help="an fnmatch glob (default: *)")
     subs["ls"].add_argument("-l", "--long", action="store_true",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import SplitResult
 
+from .._checksum import KeyStat, crc32_text
 from .._options import as_str, url_options
 from .._rules import EMPTY, KEEP, Overlay, plan_delete, plan_write
 from ..base import AbstractStore, Change, ProgressReader, Value
@@ -21,6 +24,7 @@ class _Entry:
     metadata: Dict[str, Any]  # private: only copies leave the store
     created: float
     modified: float
+    crc32: int  # of data, computed once when the data is written
 
     def value(self) -> Value:
         return Value.from_bytes(self.data, self.metadata, self.created, self.modified)
@@ -44,14 +48,16 @@ def _compute(current: Optional[_Entry], op: _Op) -> Tuple[Optional[_Entry], Chan
     outcome = plan_write(key, current_md, has_data=data is not None, metadata=metadata, update=update)
     if outcome.data == KEEP:
         assert current is not None
-        data = current.data
+        data, crc = current.data, current.crc32
     elif outcome.data == EMPTY:
-        data = b""
-    assert data is not None
+        data, crc = b"", 0
+    else:
+        assert data is not None
+        crc = zlib.crc32(data)
     now = time.time()
     created = current.created if current is not None else now
     change = Change(outcome.kind, key, outcome.metadata, timestamp=now)
-    return _Entry(data, outcome.metadata, created, now), change
+    return _Entry(data, outcome.metadata, created, now, crc), change
 
 
 class MemoryStore(AbstractStore):
@@ -114,19 +120,56 @@ class MemoryStore(AbstractStore):
     def _delete(self, key: str) -> List[Change]:
         return self._do(("delete", key, None, None, None))
 
+    def _copy(self, src: str, dst: str, buffer_size: int) -> List[Change]:
+        # bytes are immutable: the copy shares them, and its CRC is known already
+        with self._lock:
+            entry = self._current(src)
+            if entry is None:
+                raise KeyError(src)
+            return self._do(("write", dst, entry.data, json.loads(json.dumps(entry.metadata)), None))
+
+    def _move(self, src: str, dst: str, buffer_size: int) -> List[Change]:
+        # One step under the lock: no reader ever sees both keys or neither.
+        with self._lock:
+            entry = self._current(src)
+            if entry is None:
+                raise KeyError(src)
+            return self._do_all([("write", dst, entry.data, json.loads(json.dumps(entry.metadata)), None),
+                                 ("delete", src, None, None, None)])
+
+    def _stat(self, key: str) -> KeyStat:
+        with self._lock:
+            entry = self._current(key)
+        if entry is None:
+            raise KeyError(key)
+        return KeyStat(size=len(entry.data), checksum=crc32_text(entry.crc32),
+                       metadata=json.loads(json.dumps(entry.metadata)), modified=entry.modified)
+
     def _do(self, op: _Op) -> List[Change]:
-        key = op[1]
+        return self._do_all([op])
+
+    def _do_all(self, ops: List[_Op]) -> List[Change]:
+        """Apply ``ops`` in order as one step (or stage them in this thread's transaction);
+        a KeyError from any of them leaves everything as it was."""
         with self._lock:
             staging = self._tx_state()
-            entry, change = _compute(self._current(key), op)
+            view: Dict[str, Optional[_Entry]] = {}
+            computed = []
+            for op in ops:
+                key = op[1]
+                current = view[key] if key in view else self._current(key)
+                view[key], change = _compute(current, op)
+                computed.append((key, view[key], op, change))
             if staging is not None:
-                staging.record(key, entry, op)
+                for key, entry, op, _ in computed:
+                    staging.record(key, entry, op)
                 return []
-            if entry is None:
-                del self._entries[key]
-            else:
-                self._entries[key] = entry
-            return [change]
+            for key, entry in view.items():
+                if entry is None:
+                    del self._entries[key]
+                else:
+                    self._entries[key] = entry
+            return [change for _, _, _, change in computed]
 
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         with self._lock:

@@ -1,0 +1,83 @@
+"""moto's S3 server on 127.0.0.1 as pytest fixtures, for test modules that need S3 beside
+other stores (``from s3_moto import s3_endpoint, s3_client, s3_bucket``)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from typing import Any, Iterator, Optional
+
+import pytest
+
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[Optional[str]]:
+    """moto's S3 server on loopback, for the session; None when boto3 or moto is missing
+    (tests that need S3 then skip, through ``s3_client``).
+
+    Fixtures that choose a backend by parameter depend on this one statically, so that the
+    server (and its thread) starts before the first test's thread-leak check.
+    """
+    try:
+        import boto3  # noqa: F401
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        yield None
+        return
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _s3_session() -> Any:
+    boto3 = pytest.importorskip("boto3")
+    return boto3.session.Session(region_name="us-east-1", **CREDENTIALS)
+
+
+@pytest.fixture
+def s3_client(_s3_session: Any, s3_endpoint: Optional[str]) -> Iterator[Any]:
+    """A client per test, closed at its end."""
+    if s3_endpoint is None:
+        pytest.skip("S3 tests need boto3 and moto")
+    client = _s3_session.client("s3", endpoint_url=s3_endpoint)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_client: Any) -> str:
+    name = f"kvs-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+class DataReads:
+    """Counts the GETs of ``.data`` objects (the values' bytes) a client makes."""
+
+    def __init__(self, client: Any) -> None:
+        self.keys: list = []
+        self._client = client
+        client.meta.events.register("before-call.s3.GetObject", self._seen)
+
+    def _seen(self, params: Any, **_: Any) -> None:
+        if params.get("Key", "").endswith(".data"):
+            self.keys.append(params["Key"])
+
+    def close(self) -> None:
+        self._client.meta.events.unregister("before-call.s3.GetObject", self._seen)
