@@ -101,6 +101,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 from .._keys import DATA_SUFFIX, METADATA_SUFFIX, key_to_relpath, matches, relpath_to_key
 from ..base import AbstractStore, Change, ProgressReader, Value
 from ..errors import AuthorizationError, ChecksumError, StoreError
+from ..query import Criterion
 
 __all__ = ["S3Store"]
 
@@ -737,7 +738,7 @@ class S3Store(AbstractStore):
         except KeyError:  # deleted since it was listed
             return None
 
-    def _query(self, criteria: Dict[str, str]) -> Iterable[Tuple[str, Dict[str, Any]]]:
+    def _query(self, criteria: Dict[str, Criterion]) -> Iterable[Tuple[str, Dict[str, Any]]]:
         keys = list(self._iter_keys(""))
         if not keys:
             return []
