@@ -76,11 +76,11 @@ class Criterion:
 
     def _args(self) -> Tuple[Any, ...]:
         """The constructor arguments that make this criterion again."""
-        raise NotImplementedError
+        return ()
 
     def _identity(self) -> Tuple[Any, ...]:
         """What equality and hashing compare: JSON-equal arguments give equal identities."""
-        raise NotImplementedError
+        return (id(self),)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -386,7 +386,8 @@ _KNOWN = frozenset({eq, gt, ge, lt, le, between, one_of, contains, prefix, exist
 
 def _check_known(value: Criterion) -> None:
     if type(value) not in _KNOWN:
-        raise TypeError(f"unknown query operator {value!r} ({type(value).__module__}.{type(value).__qualname__}); "
+        kind = type(value)
+        raise TypeError(f"unknown query operator {kind.__module__}.{kind.__qualname__}: "
                         f"use those of kvstore.query")
 
 
