@@ -136,7 +136,7 @@ def _comparable(op: str, value: Any) -> str:
     kind = _kind(value)
     if kind is None:
         raise TypeError(f"{op}() takes a number or a str, not {type(value).__name__}")
-    if kind == "number" and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # an int of any size is fine
         raise TypeError(f"{op}() takes a finite number (JSON has no NaN or infinity), not {value!r}")
     return kind
 

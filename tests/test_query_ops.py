@@ -394,6 +394,8 @@ def test_operators_accept_what_api_md_allows() -> None:
     assert between(5, 1).holds(True, 3) is False              # empty, and no error
     assert between(1, 2.5).holds(True, 2) and between(-1, 1).holds(True, 1.0)
     assert gt(2**64).holds(True, 2**64 + 1) and not gt(2**53).holds(True, float(2**53))
+    assert gt(10**400).holds(True, 10**400 + 1) and not ge(10**400).holds(True, 1e308)  # ints of any size
+    assert lt(10**400).holds(True, 1e308) and between(-10**400, 10**400).holds(True, 0.5)
     assert one_of(()).holds(True, 1) is False
     assert one_of([None]).holds(True, None) and not one_of([None]).holds(False)
     assert prefix("").holds(True, "") and not prefix("").holds(True, 1)
