@@ -10,9 +10,12 @@ import json
 import json.encoder
 import math
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import InvalidKeyError
+
+if TYPE_CHECKING:
+    from .query import Criterion
 
 MAX_KEY_LENGTH = 255
 DATA_SUFFIX = ".data"
@@ -125,16 +128,43 @@ def _canon(value: Any) -> Any:
     return value
 
 
-def criteria_of(kwargs: Mapping[str, Any]) -> Dict[str, str]:
-    """Validate query keywords and return them as ``{name: canonical JSON text}``."""
-    dump_metadata(dict(kwargs))
-    return {name: canonical(value) for name, value in kwargs.items()}
+def criteria_of(kwargs: Mapping[str, Any]) -> Dict[str, Criterion]:
+    """Validate query keywords and return them as ``{name: criterion}``.
+
+    A plain value becomes ``kvstore.query.eq(value)`` (whose ``text`` is its canonical JSON);
+    an operator of :mod:`kvstore.query` stays as it is.
+
+    Raises
+    ------
+    TypeError
+        A value JSON cannot hold, or an operator object kvstore does not know.
+    ValueError
+        NaN, infinity or a cycle in a plain value.
+    """
+    # kvstore.query builds on this module's JSON rules, so it is imported here, not at the top.
+    from .query import criterion
+
+    result = {}
+    for name, value in kwargs.items():
+        try:
+            result[name] = criterion(value)
+        except (TypeError, ValueError) as exc:
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"query criterion {name!r}: {exc}") from None
+    return result
 
 
-def matches(metadata: Mapping[str, Any], criteria: Mapping[str, str]) -> bool:
-    """True when ``metadata`` JSON-equals every value of ``criteria`` (see :func:`criteria_of`)."""
-    for name, text in criteria.items():
-        if name not in metadata or canonical(metadata[name]) != text:
+def matches(metadata: Mapping[str, Any], criteria: Mapping[str, Criterion]) -> bool:
+    """True when every criterion of ``criteria`` (see :func:`criteria_of`) holds for ``metadata``."""
+    for name, crit in criteria.items():
+        text = crit.text  # plain equality, the common case, without a call
+        if name in metadata:
+            if text is not None:
+                if canonical(metadata[name]) != text:
+                    return False
+            elif not crit.holds(True, metadata[name]):
+                return False
+        elif not crit.holds(False):
             return False
     return True
 

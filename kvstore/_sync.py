@@ -44,7 +44,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import threading
 import time
 import uuid
@@ -242,33 +241,6 @@ class _StateFile:
 # ---------------------------------------------------------------- reading a store
 
 
-def _s3_stat(store: Any, key: str) -> Optional[KeyStat]:
-    """S3Store keeps size and CRC-32 in its metadata object's headers: one GET of that
-    object, no data. None when the object carries no checksum (written by another tool).
-
-    Temporary: S3Store does not implement ``_stat`` yet; once it does, ``_stat_of``
-    calls ``store.stat`` like for every other store and this goes away.
-    """
-    store._ready(key)
-    meta = store._read_meta(key, store._names(key)[1])
-    if meta is None:
-        raise KeyError(key)
-    ref = meta.ref
-    if ref.write is None or ref.crc32 is None or ref.size is None:
-        return None
-    return KeyStat(size=ref.size, checksum=crc32_text(ref.crc32), metadata=meta.metadata,
-                   modified=meta.modified)
-
-
-def _stat_of(store: AbstractStore, key: str) -> KeyStat:
-    s3 = sys.modules.get("kvstore.stores.s3")
-    if s3 is not None and isinstance(store, s3.S3Store) and type(store)._stat is AbstractStore._stat:
-        found = _s3_stat(store, key)
-        if found is not None:
-            return found
-    return store.stat(key)
-
-
 def _crc_checksum(checksum: Optional[str]) -> Optional[str]:
     """``checksum`` when it is comparable with the CRC-32 computed here, else None."""
     if checksum is not None and checksum.startswith(CHECKSUM_ALGORITHM + ":"):
@@ -411,7 +383,7 @@ class _Sync:
         """None when the key is to be left alone (its outcome recorded), else its plan."""
         def look() -> Tuple[str, KeyStat]:
             try:
-                ours = _stat_of(self.source, key)
+                ours = self.source.stat(key)
             except KeyError:
                 raise _Vanished() from None
             recorded = self.state.get(key)
@@ -419,7 +391,7 @@ class _Sync:
                     _same_source(recorded.get("source"), self._fingerprint(ours)):
                 return "resumed", ours
             try:
-                theirs = _stat_of(self.destination, key)
+                theirs = self.destination.stat(key)
             except KeyError:
                 return "send", ours
             same_metadata = canonical(ours.metadata) == canonical(theirs.metadata)
@@ -500,13 +472,13 @@ class _Sync:
 
         def send_metadata() -> Tuple[int, Dict[str, Any]]:
             try:
-                now = _stat_of(self.source, key)
+                now = self.source.stat(key)
             except KeyError:
                 raise _Vanished() from None
             if now.size != plan.stat.size or now.checksum != plan.stat.checksum:
                 return send()  # the source's data changed since it was compared
             self.destination.set_metadata(key, now.metadata)
-            theirs = _stat_of(self.destination, key)
+            theirs = self.destination.stat(key)
             if canonical(theirs.metadata) != canonical(now.metadata):
                 raise ChecksumError(f"{key!r}: the destination's metadata is not the source's after the write")
             return 0, self._fingerprint(now)
@@ -525,7 +497,7 @@ class _Sync:
     def _verify(self, key: str, size: int, checksum: str, metadata: Dict[str, Any]) -> None:
         """The destination holds what was sent: size, metadata and checksum."""
         try:
-            theirs = _stat_of(self.destination, key)
+            theirs = self.destination.stat(key)
         except KeyError:
             raise ChecksumError(f"{key!r} is missing from the destination after its write") from None
         if theirs.size != size:

@@ -46,6 +46,7 @@ from . import signals
 from ._checksum import KeyStat
 from ._keys import check_key, criteria_of, dump_metadata, literal_prefix, matches, select_names
 from .errors import NotConnectedError
+from .query import Criterion
 from .events import (
     MODIFICATION_CLASSES,
     StoreEvent,
@@ -418,8 +419,11 @@ class AbstractStore(ABC):
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         """Every key that starts with ``prefix``."""
 
-    def _query(self, criteria: Dict[str, str]) -> Iterable[Tuple[str, Dict[str, Any]]]:
-        """(key, metadata) for every key matching ``criteria`` (see ``_keys.criteria_of``)."""
+    def _query(self, criteria: Dict[str, Criterion]) -> Iterable[Tuple[str, Dict[str, Any]]]:
+        """(key, metadata) for every key matching ``criteria`` (see ``_keys.criteria_of``).
+
+        Plain equalities are :class:`kvstore.query.eq` with their canonical JSON ``text``.
+        """
         for key in list(self._iter_keys("")):
             try:
                 metadata = self._get_metadata(key)
@@ -428,7 +432,7 @@ class AbstractStore(ABC):
             if matches(metadata, criteria):
                 yield key, metadata
 
-    def _query_keys(self, criteria: Dict[str, str]) -> Iterable[str]:
+    def _query_keys(self, criteria: Dict[str, Criterion]) -> Iterable[str]:
         for key, _ in self._query(criteria):
             yield key
 
@@ -779,9 +783,19 @@ class AbstractStore(ABC):
     # ---------------------------------------------------------------- queries
 
     def query(self, select: Optional[Iterable[str]] = None, **kwargs: Any) -> Iterator[Tuple[str, Dict[str, Any]]]:
-        """(key, metadata) of every key whose metadata JSON-equals every keyword.
+        """(key, metadata) of every key whose metadata meets every keyword.
 
-        No keyword: every key. ``select`` keeps only those metadata names. Events: none.
+        A keyword's value is a JSON value (JSON equality: ``1`` matches ``1.0``, ``True`` only
+        ``True``) or an operator of :mod:`kvstore.query` (``gt(1000)``, ``contains("raw")``,
+        ``exists()``, ``not_(...)`` ...). No keyword: every key. ``select`` keeps only those
+        metadata names. Events: none.
+
+        Raises
+        ------
+        TypeError
+            A value JSON cannot hold, or an operator object kvstore does not know.
+        ValueError
+            NaN, infinity or a cycle in a value.
         """
         self._ready()
         criteria = criteria_of(kwargs)
@@ -789,7 +803,7 @@ class AbstractStore(ABC):
         return ((k, select_names(md, select)) for k, md in self._query(criteria))
 
     def query_keys(self, **kwargs: Any) -> Iterator[str]:
-        """Keys whose metadata JSON-equals every keyword. Events: none."""
+        """Keys whose metadata meets every keyword, as for :meth:`query`. Events: none."""
         self._ready()
         return iter(self._query_keys(criteria_of(kwargs)))
 

@@ -33,13 +33,14 @@ from urllib.parse import unquote, urlsplit
 
 from . import __version__, signals
 from ._bridge import Bridge
-from ._keys import canonical
+from ._keys import matches
 from ._registry import open_store
 from .base import AbstractStore
 from .errors import InvalidKeyError, StoreError
+from .query import Criterion, contains, eq, exists, ge, gt, le, lt, not_, prefix
 from .stores.filesystem import FileSystemStore
 
-__all__ = ["main", "parse_value", "parse_assignment", "DEFAULT_STORE", "PROGRESS_THRESHOLD"]
+__all__ = ["main", "parse_value", "parse_assignment", "parse_criterion", "DEFAULT_STORE", "PROGRESS_THRESHOLD"]
 
 #: The store used when neither ``--store`` nor ``KVSTORE_URL`` names one.
 DEFAULT_STORE = ".kvstore"
@@ -171,6 +172,49 @@ def parse_assignment(text: str, what: str = "--meta") -> Tuple[str, Any]:
         raise CLIError(f"bad {what} {text!r}: expected NAME=VALUE, e.g. type=egg, n=3 "
                        f"or tags='[\"a\"]'{hint}")
     return name, parse_value(raw)
+
+
+# A criterion's operator is the first of these found scanning from the left, two-character
+# ones winning where they start ("a>=1" is ge, not gt of "=1"): so a value may contain any
+# of them ("note=a>b" is note equal to "a>b"). "!" and "^" alone belong to the name.
+_TWO_CHAR_OPS = {"!=": not_, ">=": ge, "<=": le, "^=": prefix}
+_ONE_CHAR_OPS = {"=": eq, ">": gt, "<": lt, "~": contains}
+_CRITERION_FORMS = "NAME=VALUE, NAME!=VALUE, NAME>VALUE, NAME>=VALUE, NAME<VALUE, NAME<=VALUE, " \
+                   "NAME~VALUE, NAME^=PREFIX or NAME?"
+
+
+def parse_criterion(text: str) -> Tuple[str, Criterion]:
+    """Split a ``query`` criterion into its name and a :mod:`kvstore.query` criterion.
+
+    ``NAME=VALUE`` (equal), ``NAME!=VALUE`` (not equal; a missing name counts as not equal),
+    ``NAME>VALUE``, ``NAME>=VALUE``, ``NAME<VALUE``, ``NAME<=VALUE`` (numbers or strings),
+    ``NAME~VALUE`` (a list containing VALUE), ``NAME^=PREFIX`` (a string starting with PREFIX,
+    taken as written) or ``NAME?`` (the name is present). VALUE is read by :func:`parse_value`.
+
+    Raises
+    ------
+    CLIError : (exit status 2) no operator, an empty name, or a VALUE the operator cannot
+        take (``size>true``: gt takes a number or a string).
+    """
+    for i, ch in enumerate(text):
+        op = text[i:i + 2]
+        make: Any = _TWO_CHAR_OPS.get(op)
+        if make is None:
+            op = ch
+            make = _ONE_CHAR_OPS.get(op)
+        if make is not None:
+            name, raw = text[:i], text[i + len(op):]
+            break
+    else:
+        if len(text) > 1 and text.endswith("?"):
+            return text[:-1], exists()
+        raise CLIError(f"bad query criterion {text!r}: expected {_CRITERION_FORMS}", code=2)
+    if not name:
+        raise CLIError(f"bad query criterion {text!r}: no NAME before {op!r}", code=2)
+    try:
+        return name, make(raw if make is prefix else parse_value(raw))
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"bad query criterion {text!r}: {exc}", code=2) from None
 
 
 def _assignments(items: Optional[Sequence[str]], what: str) -> Dict[str, Any]:
@@ -470,19 +514,25 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query(store: AbstractStore, criteria: Dict[str, Any]) -> Iterator[Tuple[str, Dict[str, Any]]]:
-    # ``select`` is query()'s own parameter, so a metadata name "select" cannot be passed
-    # as a keyword: match that one here.
-    selected = "select" in criteria
-    wanted = canonical(criteria.pop("select")) if selected else ""
-    for key, metadata in store.query(**criteria):
-        if not selected or ("select" in metadata and canonical(metadata["select"]) == wanted):
+def _query(store: AbstractStore, criteria: Sequence[Tuple[str, Criterion]]) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    # The store answers the first criterion on each name; a name given again ("n>1 n<9":
+    # all must hold) is checked here, and so is "select": it is query()'s own parameter,
+    # so a metadata name "select" cannot be passed as a keyword.
+    first: Dict[str, Any] = {}
+    again: List[Dict[str, Criterion]] = []
+    for name, criterion in criteria:
+        if name == "select" or name in first:
+            again.append({name: criterion})
+        else:
+            first[name] = criterion
+    for key, metadata in store.query(**first):
+        if all(matches(metadata, extra) for extra in again):
             yield key, metadata
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    """Print the keys whose metadata equals every NAME=VALUE, with their metadata."""
-    criteria = _assignments(args.criteria, "query")
+    """Print the keys whose metadata meets every criterion, with their metadata."""
+    criteria = [parse_criterion(text) for text in args.criteria]
     with _open(args, write=False) as store:
         try:
             results = sorted(_query(store, criteria), key=lambda item: item[0])
@@ -838,14 +888,21 @@ example:
 
 A key with a newline or another control character is printed as a JSON string, in quotes.
 """),
-    ("query", cmd_query, "list keys whose metadata equals every NAME=VALUE", """\
+    ("query", cmd_query, "list keys whose metadata meets every criterion", """\
 example:
   kvstore query type=image
   kvstore query type=image width=640 --keys
   kvstore query tags='["pet"]'
+  kvstore query 'size>100' 'size<=5000' 'tags~raw' 'name^=img' 'owner?' 'state!=x'
 
-Prints one JSON object per line: {"key": ..., "metadata": {...}}. Values are parsed as for
-put --meta, and compared as JSON (640 matches 640.0; true matches only true).
+A criterion is NAME=VALUE (equal), NAME!=VALUE (not equal, or no NAME at all),
+NAME>VALUE, NAME>=VALUE, NAME<VALUE, NAME<=VALUE (numbers with numbers, strings
+with strings), NAME~VALUE (a list holding VALUE), NAME^=PREFIX (a string starting
+with PREFIX, as written) or NAME? (NAME is present); all must hold. Quote them
+for the shell. Values are parsed as for put --meta, and compared as JSON (640
+matches 640.0; true matches only true).
+
+Prints one JSON object per line: {"key": ..., "metadata": {...}}.
 """),
     ("info", cmd_info, "print information about the store as JSON", """\
 example:
@@ -941,8 +998,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also print each key's size and modification time")
     subs["ls"].add_argument("--json", action="store_true",
                             help="one JSON object per key: key, size, created, modified, metadata")
-    subs["query"].add_argument("criteria", metavar="NAME=VALUE", nargs="*",
-                               help="metadata items every result has (none: every key)")
+    subs["query"].add_argument("criteria", metavar="CRITERION", nargs="*",
+                               help="NAME=VALUE, NAME>VALUE, NAME~VALUE, NAME? ... (none: every key)")
     subs["query"].add_argument("-k", "--keys", action="store_true", help="print only the keys")
     subs["watch"].add_argument("pattern", metavar="PATTERN", nargs="?", default="*",
                                help="only keys matching this glob (default: *)")

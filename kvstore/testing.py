@@ -400,6 +400,80 @@ class StoreConformance:
         with pytest.raises(TypeError):
             store.query_keys(x=object())
 
+    def test_query_operators(self, store: Any) -> None:
+        from .query import between, contains, exists, ge, gt, le, lt, not_, one_of, prefix
+
+        store.set("a", _pair(b"", {"n": 1, "s": "Z", "tags": ["raw", 1], "owner": None, "flag": True}))
+        store.set("b", _pair(b"", {"n": 1.0, "s": "a", "tags": [[1]], "owner": "bob", "flag": 1}))
+        store.set("c", _pair(b"", {"n": 2.5, "s": "\uffff", "tags": "raw", "flag": False}))
+        store.set("d", _pair(b"", {"n": "1", "s": "\U0001F600", "tags": [1.0]}))
+        store.set("e", _pair(b"", {"n": True, "s": 3}))
+
+        def keys(**criteria: Any) -> List[str]:
+            found = sorted(store.query_keys(**criteria))
+            assert sorted(k for k, _ in store.query(**criteria)) == found
+            return found
+
+        # numbers by value, booleans are not numbers, strings are not numbers
+        assert keys(n=ge(1)) == ["a", "b", "c"]
+        assert keys(n=gt(1)) == ["c"]
+        assert keys(n=le(1.0)) == ["a", "b"]
+        assert keys(n=lt(1)) == []
+        assert keys(n=between(1, 1)) == ["a", "b"]             # inclusive at both ends
+        assert keys(n=between(2.5, 1)) == []                   # an empty range is no error
+        assert keys(n=one_of([1, "1"])) == ["a", "b", "d"]     # 1.0 is 1; True is not
+        assert keys(n=one_of([True])) == ["e"]
+        assert keys(n=one_of([])) == []
+        # strings by code point: "Z" < "a" < U+FFFF < U+1F600 (UTF-16 would put U+FFFF last)
+        assert keys(s=gt("a")) == ["c", "d"]
+        assert keys(s=lt("\U0001F600")) == ["a", "b", "c"]
+        assert keys(s=between("Z", "a")) == ["a", "b"]
+        assert keys(s=prefix("")) == ["a", "b", "c", "d"]      # every string, not the number
+        assert keys(s=prefix("\U0001F600x")) == []
+        assert keys(s=prefix("\U0001F600")) == ["d"]
+        # contains: lists only, elements by JSON equality
+        assert keys(tags=contains("raw")) == ["a"]             # not the string "raw" of c
+        assert keys(tags=contains(1)) == ["a", "d"]            # 1.0 is 1
+        assert keys(tags=contains([1])) == ["b"]
+        # exists: present whatever the value, null included
+        assert keys(owner=exists()) == ["a", "b"]
+        assert keys(owner=None) == ["a"]
+        assert keys(owner=exists(False)) == ["c", "d", "e"]
+        # not_: a missing name is "does not hold"
+        assert keys(owner=not_("bob")) == ["a", "c", "d", "e"]
+        assert keys(owner=not_(None)) == ["b", "c", "d", "e"]
+        assert keys(flag=not_(True)) == ["b", "c", "d", "e"]   # 1 is not True
+        assert keys(n=not_(gt(1))) == ["a", "b", "d", "e"]
+        assert keys(owner=not_(exists())) == ["c", "d", "e"]
+        assert keys(owner=not_(exists(False))) == ["a", "b"]
+        assert keys(n=not_(not_(1))) == ["a", "b"]
+        # mixed freely with plain values, all must hold
+        assert keys(n=1, s=gt("Y"), tags=contains("raw"), owner=exists()) == ["a"]
+        assert keys(n=ge(1), flag=not_(1)) == ["a", "c"]
+        assert dict(store.query(select=["n"], n=gt(2))) == {"c": {"n": 2.5}}
+
+    def test_query_operators_bad_input(self, store: Any) -> None:
+        from .query import Criterion, contains, exists, gt, not_, one_of, prefix
+
+        store.set("k", _pair(b"", {"n": 1}))
+        wrong: List[Tuple[Any, Any]] = [(gt, [1]), (gt, True), (gt, None), (prefix, 3), (one_of, 3),
+                                        (exists, 1), (contains, object()), (not_, object()), (gt, math.inf)]
+        for make, argument in wrong:
+            with pytest.raises(TypeError):
+                make(argument)
+
+        class Unknown(Criterion):
+            def holds(self, present: bool, value: Any = None) -> bool:
+                return True
+
+        with pytest.raises(TypeError):
+            store.query_keys(n=Unknown())
+        with pytest.raises(TypeError):
+            store.query(n=not_(gt(0)), m=Unknown())
+        with pytest.raises((TypeError, ValueError)):
+            store.query_keys(n=[math.nan])
+        assert _snapshot(store) == {"k": (b"", {"n": 1})}
+
     def test_glob(self, store: Any) -> None:
         for key in ["images/cat.png", "images/dog.jpg", "images/2024/owl.png", "docs/a.txt",
                     "imagesX", "[x]", "a?b"]:

@@ -39,6 +39,21 @@ def test_quickstart_example(tmp_path):
     assert (tmp_path / "store" / "images" / "cat.png.data").exists()
 
 
+def test_find_things_example(tmp_path):
+    out = _run("find_things.py", str(tmp_path / "store")).splitlines()
+    assert out == [
+        "big: ['runs/002', 'runs/003']",
+        "raw and big: ['runs/002']",
+        "medium: ['runs/001', 'runs/002']",
+        "owned (even by null): ['runs/001', 'runs/003']",
+        "nobody's: ['notes/readme', 'runs/002']",
+        "not done: ['notes/readme', 'runs/002']",
+        "finished: {'runs/001': {'state': 'done'}, 'runs/002': {'state': 'failed'}}",
+        "titled img_: ['notes/readme']",
+        "bad query: ge() takes a number or a str, not list",
+    ]
+
+
 def test_listen_example():
     out = _run("listen.py").splitlines()
     assert "images/ set    'images/a.png'" in out

@@ -72,6 +72,7 @@ from .._keys import (
 )
 from ..base import AbstractStore, Change, ProgressReader, Value
 from ..errors import InvalidKeyError, StoreError
+from ..query import Criterion
 
 __all__ = ["FileSystemStore", "init_shared_store", "JournalEntry"]
 
@@ -894,12 +895,14 @@ class FileSystemStore(AbstractStore):
                 (result.add if entry is not None else result.discard)(key)
         return sorted(result)
 
-    def _query(self, criteria: Dict[str, str]) -> Iterable[Tuple[str, Dict[str, Any]]]:
+    def _query(self, criteria: Dict[str, Criterion]) -> Iterable[Tuple[str, Dict[str, Any]]]:
         conn = self._conn()
         sql = "SELECT k.key, k.metadata FROM keys k"
         params: List[str] = []
         clauses = []
-        for name, text in criteria.items():
+        # TODO(issue 17): index. Only plain equalities (eq, with their canonical text) are
+        # answered by SQL; operators are checked by matches() on each row below.
+        for name, text in _equalities(criteria):
             clauses.append("EXISTS (SELECT 1 FROM meta m WHERE m.name=? AND m.value=? AND m.key=k.key)")
             params += [name, text]
         if clauses:
@@ -921,11 +924,13 @@ class FileSystemStore(AbstractStore):
             out.sort()
         return out
 
-    def _query_keys(self, criteria: Dict[str, str]) -> Iterable[str]:
-        if self._tx_state() is not None or not criteria:
+    def _query_keys(self, criteria: Dict[str, Criterion]) -> Iterable[str]:
+        # TODO(issue 17): index. Any operator goes through _query's SQL + matches() for now.
+        equalities = _equalities(criteria)
+        if self._tx_state() is not None or not criteria or len(equalities) < len(criteria):
             return [k for k, _ in self._query(criteria)]
         conn = self._conn()
-        first, *rest = criteria.items()
+        first, *rest = equalities
         sql = "SELECT m.key FROM meta m WHERE m.name=? AND m.value=?"
         params = list(first)
         for name, text in rest:
@@ -1065,6 +1070,11 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _equalities(criteria: Dict[str, Criterion]) -> List[Tuple[str, str]]:
+    """(name, canonical JSON text) of the plain-equality criteria, which the index answers."""
+    return [(name, c.text) for name, c in criteria.items() if c.text is not None]
 
 
 def _prefix_end(prefix: str) -> str:

@@ -16,10 +16,12 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import SplitResult, unquote
 
+from ..._checksum import KeyStat, crc32_text
 from ..._keys import matches
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
 from ...errors import AuthorizationError, StoreError
+from ...query import Criterion
 from .errors import ErrorMap, _Conflict, _Missing, missing_is_key_error
 from .format import H_KEY, H_WRITE, DataRef, Meta, commit_headers, metadata_body
 from .naming import Naming, ObjectNames, encode_long_key
@@ -202,6 +204,18 @@ class S3Store(AbstractStore):
             raise KeyError(key)
         return current.metadata
 
+    def _stat(self, key: str) -> KeyStat:
+        # Size and CRC32 come with the metadata object (its headers name the data it
+        # belongs to): no data is read. Data synced in without kvstore's headers has none.
+        current = self._reads.meta(key, self._naming.names(key).metadata)
+        if current is None:
+            raise KeyError(key)
+        ref = current.ref
+        if ref.write is None or ref.crc32 is None or ref.size is None:
+            return super()._stat(key)
+        return KeyStat(size=ref.size, checksum=crc32_text(ref.crc32), metadata=current.metadata,
+                       modified=current.modified)
+
     def _exists(self, key: str) -> bool:
         return self._reads.head(self._naming.names(key).metadata) is not None
 
@@ -269,7 +283,7 @@ class S3Store(AbstractStore):
         current = self._reads.meta(key, self._naming.names(key).metadata)  # None: deleted since listed
         return None if current is None else current.metadata
 
-    def _query(self, criteria: dict[str, str]) -> Iterable[tuple[str, dict[str, Any]]]:
+    def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
         keys = list(self._iter_keys(""))
         if not keys:
             return []
