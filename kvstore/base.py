@@ -134,6 +134,15 @@ class Value:
         """encore.storage compatibility: kvstore keeps no permissions."""
         return {}
 
+    def __iter__(self) -> Iterator[Any]:
+        """Unpack as a pair, like encore's Value: ``data, metadata = store.get(key)``.
+
+        The pair is a new data stream (as :attr:`data`) and a fresh copy of the metadata.
+        encore deprecated this form but still uses it itself (``AbstractStore.to_file``,
+        ``JoinedStore.set``), so encore's wrappers around a kvstore store rely on it.
+        """
+        return iter((self.data, self.metadata))
+
     def __repr__(self) -> str:
         return f"<Value size={self.size} metadata={self._metadata_json}>"
 
@@ -516,14 +525,15 @@ class AbstractStore(ABC):
         self._ready(key)
         return self._get(key).data
 
-    def get_data_range(self, key: str, start: Optional[int] = None, end: Optional[int] = None) -> bytes:
-        """Return ``data[start:end]`` as bytes (Python slice meaning).
+    def get_data_range(self, key: str, start: Optional[int] = None, end: Optional[int] = None) -> BinaryIO:
+        """Return a readable binary stream of ``data[start:end]`` (Python slice meaning).
+
+        The stream is a context manager, as encore.storage's is; ``.read()`` gives the bytes.
 
         Events: none. Raises KeyError for a missing key.
         """
         self._ready(key)
-        with self._get(key).range(start, end) as stream:
-            return stream.read()
+        return self._get(key).range(start, end)
 
     def get_metadata(self, key: str, select: Optional[Iterable[str]] = None) -> Dict[str, Any]:
         """Return a fresh copy of the key's metadata; ``select`` keeps only those names present.

@@ -50,6 +50,7 @@ class StoreEvent:
     Attributes
     ----------
     store : the local store the event is delivered for (not part of the JSON form).
+    source : the same object as ``store`` (encore.storage's name; read-only).
     origin : id of the store instance that made the change.
     timestamp : seconds since the epoch when the change was made.
     remote : True when the change was made by another store instance or process.
@@ -59,6 +60,15 @@ class StoreEvent:
     origin: str = ""
     timestamp: float = field(default_factory=time.time)
     remote: bool = False
+
+    @property
+    def source(self) -> Any:
+        """The same object as :attr:`store`, under encore.storage's name for it.
+
+        A read-only alias, not a field: it is not part of :meth:`to_dict`, and
+        ``replace(store=...)`` moves both.
+        """
+        return self.store
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

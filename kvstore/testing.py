@@ -216,7 +216,19 @@ class StoreConformance:
         for start, end in [(None, None), (0, 10), (10, None), (None, 10), (-10, None),
                            (5, -5), (1000, 2000), (20, 10), (0, 0), (-5000, 5)]:
             assert value.range(start, end).read() == data[start:end], (start, end)
-            assert store.get_data_range("r", start, end) == data[start:end], (start, end)
+            with store.get_data_range("r", start, end) as stream:  # a stream, like encore's
+                assert stream.read() == data[start:end], (start, end)
+            assert stream.closed
+
+    def test_value_unpacks_as_a_pair(self, store: Any) -> None:
+        # encore's Value unpacks as (data stream, metadata); encore's own code relies on it
+        store.set("p", _pair(b"pair data", {"v": [1]}))
+        data, metadata = store.get("p")
+        with data:
+            assert data.read() == b"pair data"
+        assert metadata == {"v": [1]}
+        metadata["v"].append(2)
+        assert list(store.get("p"))[1] == {"v": [1]}
 
     def test_value_is_a_snapshot(self, store: Any) -> None:
         store.set("s", _pair(b"old data", {"v": "old"}))
@@ -621,6 +633,7 @@ class StoreConformance:
 
     def _check_event(self, store: Any, event: Any) -> None:
         assert event.store is store
+        assert event.source is store  # encore's name for it
         assert event.origin == store.origin
         assert event.remote is False
         assert isinstance(event.timestamp, float)
@@ -715,6 +728,7 @@ class StoreConformance:
         assert len({e.operation_id for e in [start, *steps, end]}) == 1
         for event in [start, *steps, end]:
             assert event.store is store and event.origin == store.origin
+            assert event.source is store
 
         for name, call in [("to_bytes", lambda: store.to_bytes("p", buffer_size=100)),
                            ("to_file", lambda: store.to_file("p", str(tmp_path / "o"), buffer_size=100)),
@@ -792,6 +806,7 @@ class StoreConformance:
         assert events.names()[-1] == "transaction_end"
         assert events.of("transaction_start")[0].notes == "batch"
         assert events.of("transaction_end")[0].state == "done"
+        assert all(e.source is store for e in events.of("transaction_start", "transaction_end"))
         assert events.modifications() == [
             ("store_set", "a", {"n": 1}),
             ("store_update", "existing", {"e": 1, "f": 2}),
