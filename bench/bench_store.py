@@ -36,7 +36,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import kvstore  # noqa: E402
-from kvstore.base import Change, _Progress  # noqa: E402
+from kvstore._progress import _Progress  # noqa: E402
+from kvstore._value import Change  # noqa: E402
 
 VALUE = b"v" * 100
 

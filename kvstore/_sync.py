@@ -50,10 +50,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
-from ._checksum import CHECKSUM_ALGORITHM, Crc32, KeyStat, crc32_text
+from ._checksum import CHECKSUM_ALGORITHM, Crc32, KeyStat
 from ._keys import canonical
 from ._retry import Backoff, is_transient
-from .base import DEFAULT_BUFFER_SIZE, AbstractStore, _Progress
+from ._progress import _Progress
+from .base import DEFAULT_BUFFER_SIZE, AbstractStore
 from .errors import ChecksumError
 
 __all__ = ["sync", "SyncReport", "encode_state", "decode_state", "STATE_FORMAT", "STATE_VERSION"]

@@ -385,7 +385,7 @@ def test_progress_of_operations_under_a_mebibyte_is_not_relayed_by_default(store
 
 
 def test_a_relay_alone_makes_no_progress_events_for_small_operations(stores, server):
-    from kvstore.base import _progress_wanted
+    from kvstore._progress import _progress_wanted
 
     a = stores("a")
     assert not _progress_wanted(a, 10)  # no listener at all

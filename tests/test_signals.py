@@ -10,7 +10,7 @@ from typing import Any, List
 import pytest
 
 import kvstore
-from kvstore import base, events, signals
+from kvstore import _bus, events, signals
 
 
 def _recorder(into: List[Any]) -> Any:
@@ -85,7 +85,7 @@ def test_coroutine_refused_by_subscribe() -> None:
 
 def test_no_event_built_for_a_store_nobody_listens_to(monkeypatch: pytest.MonkeyPatch) -> None:
     built: List[str] = []
-    classes = dict(base.MODIFICATION_CLASSES)
+    classes = dict(_bus.MODIFICATION_CLASSES)
 
     def counting(kind: str) -> Any:
         def make(**kwargs: Any) -> Any:
@@ -93,7 +93,7 @@ def test_no_event_built_for_a_store_nobody_listens_to(monkeypatch: pytest.Monkey
             return classes[kind](**kwargs)
         return make
 
-    monkeypatch.setattr(base, "MODIFICATION_CLASSES", {k: counting(k) for k in classes})
+    monkeypatch.setattr(_bus, "MODIFICATION_CLASSES", {k: counting(k) for k in classes})
     listened, quiet = kvstore.MemoryStore(), kvstore.MemoryStore()
     listened.connect()
     quiet.connect()

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, unquote
 
@@ -114,7 +114,7 @@ class S3Store(AbstractStore):
         self._locks = [threading.Lock() for _ in range(self.lock_stripes)]
 
     @classmethod
-    def from_url(cls, url: str, parts: SplitResult, query: dict[str, str], **options: Any) -> S3Store:
+    def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> S3Store:
         """The store that ``s3://bucket/prefix?option=value&...`` names (not yet connected).
 
         The query's options are those of the constructor (``name`` too), given as strings:

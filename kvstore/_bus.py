@@ -1,0 +1,101 @@
+"""How a store sends its events: on blinker's signals, with blinker's semantics (muted()
+honoured, coroutine receivers refused), building an event only when somebody listens to
+this store, and held until the commit inside a transaction."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Sequence
+
+from . import signals
+from ._subscription import Subscription
+from ._value import Change, _copy_metadata
+from .events import MODIFICATION_CLASSES, StoreEvent
+
+__all__ = ["BusMixin"]
+
+log = logging.getLogger("kvstore")
+
+
+class BusMixin:
+    """The event side of :class:`~kvstore.base.AbstractStore`."""
+
+    if TYPE_CHECKING:
+        origin: str
+        _local: Any
+        _progress_gates: Dict[str, int]
+
+    def add_progress_floor(self, owner_id: str, min_bytes: int) -> None:
+        """Say that progress listener ``owner_id`` (a bridge) ignores operations of a known size
+        below ``min_bytes``.
+
+        While every progress receiver is such a listener, an operation smaller than all their
+        floors builds no progress events at all. Replaces ``owner_id``'s previous floor.
+        """
+        self._progress_gates[owner_id] = int(min_bytes)
+
+    def remove_progress_floor(self, owner_id: str) -> None:
+        """Take away the floor of :meth:`add_progress_floor` (none left: nothing happens)."""
+        self._progress_gates.pop(owner_id, None)
+
+    # ----------------------------------------------------------------- events
+
+    def subscribe(self, receiver: Callable[[Any], Any], pattern: str = "*",
+                  kinds: Sequence[str] = ("set", "update", "delete")) -> Subscription:
+        """Call ``receiver(event)`` for this store's modification events on keys matching
+        the glob ``pattern`` (local and remote). Returns a handle with ``cancel()``.
+        """
+        if isinstance(kinds, str):
+            kinds = (kinds,)
+        unknown = [k for k in kinds if k not in signals.MODIFICATION_SIGNALS]
+        if unknown:
+            raise ValueError(f"unknown event kinds {unknown}; use 'set', 'update', 'delete'")
+        if not isinstance(pattern, str):
+            raise TypeError("pattern must be a str")
+        if inspect.iscoroutinefunction(receiver):
+            raise TypeError("subscribe() calls its receiver synchronously, so it cannot be a coroutine "
+                            "function; iterate `async for event in store.events()` instead")
+        return Subscription(self, receiver, pattern, kinds)  # type: ignore[arg-type]  # self is an AbstractStore
+
+    def _apply(self, changes: List[Change]) -> None:
+        tx = getattr(self._local, "tx", None)
+        if tx is not None:
+            tx.held.extend(changes)
+        else:
+            self._emit(changes)
+
+    def _emit(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            signal = signals.MODIFICATION_SIGNALS[change.kind]
+            if signal.is_muted or not signal.has_receivers_for(self):
+                continue  # nobody listens to this store: build no event
+            cls = MODIFICATION_CLASSES[change.kind]
+            self._send(signal, cls(store=self, origin=self.origin, key=change.key,
+                                   metadata=(_copy_metadata(change.metadata) if change.text is None
+                                             else json.loads(change.text)),
+                                   sequence=change.sequence,
+                                   timestamp=time.time() if change.timestamp is None else change.timestamp))
+
+    def _send(self, signal: Any, event: StoreEvent) -> None:
+        # blinker's Signal.send semantics (muted() honoured; coroutine receivers are
+        # refused when they connect, see kvstore.signals), except that a failing
+        # receiver must not turn a write that happened into one that seems to have
+        # failed, nor keep the other receivers from hearing of it: log and go on.
+        if signal.is_muted or not signal.has_receivers_for(self):
+            return
+        for receiver in signal.receivers_for(self):
+            try:
+                receiver(self, event=event)
+            except Exception:
+                log.exception("receiver %r of %s raised", receiver, signal.name)
+
+    def dispatch(self, event: StoreEvent) -> None:
+        """Send an event made elsewhere (by a bridge) on this store's signals.
+
+        The event is re-addressed to this store (``event.store``); ``remote`` is kept.
+        """
+        self._send(signals.signal_for(event), event.replace(store=self))
+

@@ -1,0 +1,166 @@
+"""``copy``, ``move`` and ``stat`` of the store API: the public methods check and signal,
+the hooks (``_copy``, ``_move``, ``_stat``) do the work."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ContextManager, Dict, List, Optional
+
+from ._checksum import KeyStat
+from ._keys import check_key
+from ._progress import ProgressReader
+from ._value import DEFAULT_BUFFER_SIZE, Change, Value, _Transaction
+
+if TYPE_CHECKING:
+    from ._progress import _Progress
+
+__all__ = ["TransferMixin"]
+
+
+class TransferMixin:
+    """``copy``, ``move``, ``stat`` and ``checksum`` of :class:`~kvstore.base.AbstractStore`."""
+
+    if TYPE_CHECKING:  # provided by AbstractStore
+        _local: Any
+
+        def _apply(self, changes: List[Change]) -> None: ...
+
+        def _ready(self, key: Any = ...) -> None: ...
+
+        def _get(self, key: str) -> Value: ...
+
+        def _progress(self, key: str, message: str, steps: int) -> ContextManager[_Progress]: ...
+
+        def _write(self, key: str, source: Optional[ProgressReader], metadata: Optional[Dict[str, Any]],
+                   update: Optional[Dict[str, Any]]) -> List[Change]: ...
+
+        def _tx_state(self) -> Any: ...
+
+        def _delete(self, key: str) -> List[Change]: ...
+
+        def _begin(self) -> Any: ...
+
+        def _rollback(self, state: Any) -> None: ...
+
+        def _commit(self, state: Any) -> List[Change]: ...
+
+    # ------------------------------------------------- copy, move and stat (issue 20)
+    #
+    # The public methods check and signal; the hooks (_copy, _move, _stat) do the work.
+    # Their defaults work for every backend through _get, _write, _delete and the
+    # transaction staging; a backend overrides them with a fast path (a kernel copy in
+    # one commit, a server-side CopyObject, a checksum kept in its index).
+    # Revisions seam: copy/move will take ``if_revision`` (for dst) and move also
+    # ``if_source_revision``; they are to be passed down to the hooks, which check them in
+    # the same atomic step as the write (MemoryStore: under its lock, in _do_all).
+
+    def copy(self, src: str, dst: str, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """Give ``dst`` the data and metadata of ``src``; ``src`` is unchanged.
+
+        Raises
+        ------
+        KeyError : ``src`` does not exist (nothing written).
+        ValueError : ``src == dst``.
+        InvalidKeyError : either key is not valid.
+
+        Events
+        ------
+        store_set or store_update for ``dst`` (held until commit inside a transaction);
+        progress_start/step/end where the backend streams the bytes.
+        """
+        self._check_pair(src, dst)
+        self._apply(self._copy(src, dst, buffer_size))
+
+    def move(self, src: str, dst: str, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """Copy ``src`` to ``dst``, then delete ``src``.
+
+        On a store that stages transactions (memory, filesystem) both happen in one atomic
+        step: nobody sees both keys or neither. Where writes cannot be staged (S3) it is a
+        copy, then a delete, and not atomic.
+
+        Raises
+        ------
+        KeyError : ``src`` does not exist (nothing written).
+        ValueError : ``src == dst``.
+        InvalidKeyError : either key is not valid.
+
+        Events
+        ------
+        store_set or store_update for ``dst``, then store_delete for ``src``.
+        """
+        self._check_pair(src, dst)
+        self._apply(self._move(src, dst, buffer_size))
+
+    def stat(self, key: str) -> KeyStat:
+        """Size, checksum, metadata and modification time of ``key``, without its data
+        where the backend can (see :meth:`checksum`).
+
+        Raises KeyError for a missing key. Events: none.
+        """
+        self._ready(key)
+        return self._stat(key)
+
+    def checksum(self, key: str) -> Optional[str]:
+        """The checksum the store keeps for the key's data (``"crc32:xxxxxxxx"``), or None
+        when it keeps none and could only tell by reading the data.
+
+        Raises KeyError for a missing key. Events: none.
+        """
+        return self.stat(key).checksum
+
+    def _check_pair(self, src: str, dst: str) -> None:
+        check_key(src)
+        check_key(dst)
+        self._ready()
+        if src == dst:
+            raise ValueError(f"source and destination are the same key ({src!r})")
+
+    def _copy(self, src: str, dst: str, buffer_size: int) -> List[Change]:
+        """Write ``dst`` with the data and metadata of ``src`` in one write; return the
+        changes (empty when staged). KeyError if ``src`` is missing.
+
+        The default streams the bytes through ``_get`` and ``_write`` with progress.
+        """
+        value = self._get(src)
+        with self._progress(dst, "copy", value.size) as progress:
+            with value.data as stream:
+                return self._write(dst, ProgressReader(stream, progress, buffer_size), value.metadata, None)
+
+    def _move(self, src: str, dst: str, buffer_size: int) -> List[Change]:
+        """``_copy`` then ``_delete(src)``, atomically where the backend stages writes;
+        return the changes in order (the write of ``dst``, then the delete of ``src``).
+
+        The default stages both in a transaction of its own (no transaction events) and
+        commits them at once; a backend whose ``_begin`` stages nothing (returns None)
+        gets a copy followed by a delete.
+        """
+        if self._tx_state() is not None:  # inside the caller's transaction: staged there
+            return self._copy(src, dst, buffer_size) + self._delete(src)
+        state = self._begin()
+        if state is None:
+            changes = self._copy(src, dst, buffer_size)
+            try:
+                return changes + self._delete(src)
+            except BaseException:
+                self._apply(changes)  # the copy is real: observers hear of it
+                raise
+        self._local.tx = _Transaction(notes=None, state=state)
+        try:
+            self._copy(src, dst, buffer_size)
+            self._delete(src)
+        except BaseException:
+            self._local.tx = None
+            self._rollback(state)
+            raise
+        self._local.tx = None
+        return self._commit(state)
+
+    def _stat(self, key: str) -> KeyStat:
+        """The :class:`KeyStat` of ``key``; KeyError if missing.
+
+        The default knows no checksum and takes the size from ``_get`` (which reads the
+        data of small values on some backends); a backend that keeps the size and a
+        checksum beside the metadata overrides it.
+        """
+        value = self._get(key)
+        return KeyStat(size=value.size, checksum=None, metadata=value.metadata, modified=value.modified)
+
