@@ -278,18 +278,17 @@ class Committer:
         With ``begin`` an SQLite write transaction is open from the start (one snapshot
         for the checks and the writes; the caller commits), and rolled back on error.
         """
-        with self._lock.mutex:
-            conn = self._index.conn()
-            with self._lock.exclusive():
+        conn = self._index.conn()
+        with self._lock.exclusive:
+            if begin:
+                self._index.begin(conn)
+            try:
+                self.replay_pending(conn)
+                yield conn
+            except BaseException:
                 if begin:
-                    self._index.begin(conn)
-                try:
-                    self.replay_pending(conn)
-                    yield conn
-                except BaseException:
-                    if begin:
-                        self._index.rollback(conn)
-                    raise
+                    self._index.rollback(conn)
+                raise
 
     def replay_pending(self, conn: sqlite3.Connection) -> None:
         # The newest journal row lists its commit's file operations until the next commit.

@@ -69,13 +69,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _sql(func: F) -> F:
-    """Translate the sqlite3 errors of an :class:`Index` method into StoreError."""
+    """Translate the sqlite3 errors of an :class:`Index` method into StoreError (the methods
+    on the hot paths do it inline: a wrapper is a call more per read)."""
     @functools.wraps(func)
     def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
         try:
             return func(self, *args, **kwargs)
         except sqlite3.Error as exc:
-            raise StoreError(f"the index of {self.root} failed: {type(exc).__name__}: {exc}") from exc
+            raise self._error(exc) from exc
     return cast(F, wrapper)
 
 
@@ -105,6 +106,9 @@ class Index:
         self._conns: dict[int, sqlite3.Connection] = {}
         self._pid = os.getpid()
         self._schema_ready = False
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"the index of {self.root} failed: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------ connections
 
@@ -167,15 +171,19 @@ class Index:
 
     # ------------------------------------------------------------ write transactions
 
-    @_sql
     def begin(self, conn: sqlite3.Connection) -> None:
-        # IMMEDIATE: take SQLite's write lock now, so the rows read for the plan are the
-        # ones the writes apply to (one snapshot for the checks and the writes).
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # IMMEDIATE: take SQLite's write lock now, so the rows read for the plan are the
+            # ones the writes apply to (one snapshot for the checks and the writes).
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    @_sql
     def commit(self, conn: sqlite3.Connection) -> None:
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     @_sql
     def rollback(self, conn: sqlite3.Connection) -> None:
@@ -188,42 +196,56 @@ class Index:
     def count(self) -> int:
         return int(self.conn().execute("SELECT count(*) FROM keys").fetchone()[0])
 
-    @_sql
     def state(self, conn: sqlite3.Connection, key: str) -> Row | None:
         """The committed state of ``key`` for a commit's plan, or None when missing."""
-        row = conn.execute("SELECT metadata, path, data IS NOT NULL FROM keys WHERE key=?", (key,)).fetchone()
-        return None if row is None else (json.loads(row[0]), row[1], bool(row[2]))
+        try:
+            row = conn.execute("SELECT metadata, path, data IS NOT NULL FROM keys WHERE key=?", (key,)).fetchone()
+            return None if row is None else (json.loads(row[0]), row[1], bool(row[2]))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    @_sql
     def contents(self, conn: sqlite3.Connection, key: str) -> tuple[bytes | None, str] | None:
         """(inline data or None, metadata text) of ``key``: what its in-place file writes write."""
-        return conn.execute("SELECT data, metadata FROM keys WHERE key=?", (key,)).fetchone()
+        try:
+            return conn.execute("SELECT data, metadata FROM keys WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    @_sql
     def located(self, key: str) -> tuple[str, str | None, bytes | None] | None:
         """(metadata text, recorded path, inline data) of ``key``, or None."""
-        return self.conn().execute("SELECT metadata, path, data FROM keys WHERE key=?", (key,)).fetchone()
+        try:
+            return self.conn().execute("SELECT metadata, path, data FROM keys WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    @_sql
     def inline(self, key: str) -> tuple[str, float, float, bytes | None] | None:
         """(metadata text, created, modified, inline data or None) of ``key``, or None."""
-        return self.conn().execute("SELECT metadata, created, modified, data FROM keys WHERE key=?",
-                                   (key,)).fetchone()
+        try:
+            return self.conn().execute("SELECT metadata, created, modified, data FROM keys WHERE key=?",
+                                       (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    @_sql
     def full(self, key: str) -> tuple[str, float, float, str | None, bytes | None] | None:
         """(metadata text, created, modified, recorded path, inline data) of ``key``, or None."""
-        return self.conn().execute("SELECT metadata, created, modified, path, data FROM keys WHERE key=?",
-                                   (key,)).fetchone()
+        try:
+            return self.conn().execute("SELECT metadata, created, modified, path, data FROM keys WHERE key=?",
+                                       (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    @_sql
     def metadata(self, key: str) -> str | None:
-        row = self.conn().execute("SELECT metadata FROM keys WHERE key=?", (key,)).fetchone()
-        return None if row is None else row[0]
+        try:
+            row = self.conn().execute("SELECT metadata FROM keys WHERE key=?", (key,)).fetchone()
+            return None if row is None else row[0]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    @_sql
     def exists(self, key: str) -> bool:
-        return self.conn().execute("SELECT 1 FROM keys WHERE key=?", (key,)).fetchone() is not None
+        try:
+            return self.conn().execute("SELECT 1 FROM keys WHERE key=?", (key,)).fetchone() is not None
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     @_sql
     def keys(self, prefix: str) -> list[str]:
@@ -261,26 +283,28 @@ class Index:
 
     # ------------------------------------------------------------ commits
 
-    @_sql
     def record(self, conn: sqlite3.Connection, records: list[Record], files: str, origin: str,
                now: float, listed: int) -> list[int]:
         """Write the index and journal rows of ``records`` (the last journal row listing the
         file operations ``files``) in the transaction open on ``conn``; their sequences.
         ``listed`` is the journal row whose file operations are now done (0: none)."""
-        if listed:
-            conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (listed,))
-        last = len(records) - 1
-        sequences = []
-        for i, r in enumerate(records):
-            cur = conn.execute(
-                "INSERT INTO journal(key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?)",
-                (r.key, r.kind, r.text, origin, now, files if i == last else None))
-            sequences.append(cast(int, cur.lastrowid))
-            if r.kind == "delete":
-                self._delete_key(conn, r)
-            else:
-                self._write_key(conn, r, now)
-        return sequences
+        try:
+            if listed:
+                conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (listed,))
+            last = len(records) - 1
+            sequences = []
+            for i, r in enumerate(records):
+                cur = conn.execute(
+                    "INSERT INTO journal(key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?)",
+                    (r.key, r.kind, r.text, origin, now, files if i == last else None))
+                sequences.append(cur.lastrowid or 0)  # never None after an INSERT
+                if r.kind == "delete":
+                    self._delete_key(conn, r)
+                else:
+                    self._write_key(conn, r, now)
+            return sequences
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     @staticmethod
     def _delete_key(conn: sqlite3.Connection, r: Record) -> None:
@@ -326,10 +350,12 @@ class Index:
                      "WHERE CAST(excluded.value AS INTEGER) > CAST(settings.value AS INTEGER)",
                      (str(floor),))
 
-    @_sql
     def pending(self, conn: sqlite3.Connection) -> tuple[int, str | None] | None:
         """(sequence, file operations or None) of the newest journal row, or None."""
-        return conn.execute("SELECT seq, files FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        try:
+            return conn.execute("SELECT seq, files FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     @_sql
     def is_indexed(self, conn: sqlite3.Connection) -> bool:

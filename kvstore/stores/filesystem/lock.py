@@ -12,10 +12,42 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
 
 __all__ = ["StoreLock"]
+
+
+class _Held:
+    """``with lock.shared:`` / ``with lock.exclusive:``: a class, not a generator, and
+    its methods bound once, as it is on the path of every big value's read."""
+
+    __slots__ = ("_lock", "_mode", "_acquire", "_release")
+
+    def __init__(self, lock: StoreLock, mode: int) -> None:
+        self._lock = lock
+        self._mode = mode
+        self._acquire = lock.mutex.acquire
+        self._release = lock.mutex.release
+
+    def __enter__(self) -> None:
+        # The mutex first: the threads of one process share the flock, so without it a
+        # thread's unlock would release a lock another thread still counts on.
+        self._acquire()
+        lock = self._lock
+        try:
+            if lock._pid != os.getpid():
+                lock.open()
+            fcntl.flock(lock._fd, self._mode)
+        except BaseException:
+            self._release()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            fcntl.flock(self._lock._fd, fcntl.LOCK_UN)
+        finally:
+            self._release()
 
 
 class StoreLock:
@@ -26,6 +58,9 @@ class StoreLock:
         self.mutex = threading.RLock()
         self._fd = -1
         self._pid = 0
+        #: ``with lock.shared:`` holds the lock shared, ``with lock.exclusive:`` exclusively
+        self.shared = _Held(self, fcntl.LOCK_SH)
+        self.exclusive = _Held(self, fcntl.LOCK_EX)
 
     def open(self) -> None:
         """Open the lock file (again in a child process after a fork)."""
@@ -43,23 +78,3 @@ class StoreLock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-    @contextmanager
-    def held(self, exclusive: bool) -> Iterator[None]:
-        """Hold the lock, ``exclusive`` or shared, for the ``with`` block."""
-        # The mutex first: the threads of one process share the flock, so without it a
-        # thread's unlock would release a lock another thread still counts on.
-        with self.mutex:
-            if self._pid != os.getpid():
-                self.open()
-            fcntl.flock(self._fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def shared(self) -> AbstractContextManager[None]:
-        return self.held(False)
-
-    def exclusive(self) -> AbstractContextManager[None]:
-        return self.held(True)

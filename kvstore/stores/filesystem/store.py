@@ -168,7 +168,7 @@ class FileSystemStore(AbstractStore):
             return bytes_value(row[3], row[0], row[1], row[2])
         # Under the shared lock no commit is half-applied, so the index row and the data
         # file opened are of the same commit; the open descriptor keeps that data.
-        with self._lock.shared():
+        with self._lock.shared:
             full = self._index.full(key)
             if full is None:
                 raise KeyError(key)
@@ -283,7 +283,7 @@ class FileSystemStore(AbstractStore):
 
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         # Under the shared lock, as for get(): no listed key is still waiting for its files.
-        with self._lock.shared():
+        with self._lock.shared:
             keys = self._index.keys(prefix)
         staging = self._tx_state()
         if staging is None or not staging.view:
@@ -291,7 +291,7 @@ class FileSystemStore(AbstractStore):
         return staging.keys(keys, prefix)
 
     def _query(self, criteria: dict[str, str]) -> Iterable[tuple[str, dict[str, Any]]]:
-        with self._lock.shared():
+        with self._lock.shared:
             rows = self._index.query(criteria)
         staging = self._tx_state()
         out = []
@@ -311,7 +311,7 @@ class FileSystemStore(AbstractStore):
     def _query_keys(self, criteria: dict[str, str]) -> Iterable[str]:
         if self._tx_state() is not None or not criteria:
             return [k for k, _ in self._query(criteria)]
-        with self._lock.shared():
+        with self._lock.shared:
             return self._index.query_keys(criteria)
 
     # ------------------------------------------------------------ index and journal
