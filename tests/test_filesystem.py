@@ -343,3 +343,19 @@ def test_a_file_write_failing_after_the_commit_is_finished_by_the_next_commit(fs
     fs.set("other", (b"x", {}))  # the next commit finishes the files first
     assert open(os.path.join(fs.path, "k.data"), "rb").read() == b"value"
     assert json.loads(open(os.path.join(fs.path, "k.metadata"), "rb").read()) == {"a": 1}
+
+
+def test_sqlite_errors_leave_the_index_as_store_errors_with_their_cause(fs):
+    import sqlite3
+
+    fs.set("k", (b"v", {"a": 1}))
+    db = sqlite3.connect(fs.journal_path)
+    db.execute("DROP TABLE meta")  # damaged behind the store's back
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="no such table: meta") as caught:
+        fs.query_keys(a=1)
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    with pytest.raises(StoreError, match="no such table: meta"):
+        fs.set("k", (b"w", {"a": 2}))  # the commit is rolled back
+    assert fs.get_data("k").read() == b"v" and fs.get_metadata("k") == {"a": 1}
