@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from ..._keys import DATA_SUFFIX, METADATA_SUFFIX, dump_json, key_to_relpath
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import Change
 from . import files
+from .checkpoint import Checkpointer
 from .index import KEEP_DATA, Index, Record, Row
 from .lock import StoreLock
 
@@ -128,10 +130,14 @@ def decode_files(text: str) -> list[FileOp]:
 # ------------------------------------------------------------------ the planner
 
 
+# A key's file name is worked out on every write and big read: remembered for the keys in use.
+_relpath = functools.lru_cache(maxsize=4096)(key_to_relpath)
+
+
 def key_paths(root: str, key: str, row_path: str | None) -> tuple[str, str]:
     """Data and metadata paths of ``key``: its canonical name, or the file name an older
     writer (encore) gave it, as recorded in the index."""
-    base = os.path.join(root, row_path if row_path is not None else key_to_relpath(key))
+    base = os.path.join(root, row_path if row_path is not None else _relpath(key))
     return base + DATA_SUFFIX, base + METADATA_SUFFIX
 
 
@@ -179,7 +185,8 @@ def _plan_delete(plan: Plan, op: WriteOp, row: Row | None, root: str) -> None:
 
 def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str) -> Row:
     current, row_path, inline = row if row is not None else (None, None, False)
-    outcome = plan_write(op.key, current, has_data=op.has_data, metadata=op.metadata, update=op.update)
+    has_data = op.data_tmp is not None or op.data is not None
+    outcome = plan_write(op.key, current, has_data=has_data, metadata=op.metadata, update=op.update)
     metadata = outcome.metadata
     text = op.meta_text if op.update is None and op.meta_text is not None else dump_json(metadata)
     data_path, meta_path = key_paths(root, op.key, row_path)
@@ -214,10 +221,19 @@ def apply_files(ops: list[FileOp], contents: Callable[[str], tuple[bytes | None,
         if isinstance(op, Rename):
             _rename(op)
             dirs.add(os.path.dirname(op.target))
-        elif isinstance(op, Unlink):
+            continue
+        if isinstance(op, Unlink):
             files.unlink(op.path)
             files.prune_dirs(root, os.path.dirname(op.path))
-        elif _write_in_place(op, contents, durable) and durable:
+            continue
+        found = contents(op.key)
+        if found is None:  # deleted later in the same commit
+            continue
+        payload = found[0] if isinstance(op, WriteData) else found[1].encode("utf-8")
+        if payload is None:  # replaced by a big value later in the same commit
+            continue
+        files.put_file(op.path, payload, durable)  # looked up at call time: tests interpose on it
+        if durable:
             dirs.add(os.path.dirname(op.path))
     if durable:
         dirs.add(tmpdir)
@@ -235,36 +251,23 @@ def _rename(op: Rename) -> None:
         # else: already applied by an earlier replay
 
 
-def _write_in_place(op: WriteData | WriteMeta,
-                    contents: Callable[[str], tuple[bytes | None, str] | None], durable: bool) -> bool:
-    found = contents(op.key)
-    if found is None:  # deleted later in the same commit
-        return False
-    data, text = found
-    payload = data if isinstance(op, WriteData) else text.encode("utf-8")
-    if payload is None:  # replaced by a big value later in the same commit
-        return False
-    files.put_file(op.path, payload, durable)  # looked up at call time: tests interpose on it
-    return True
-
-
 # ------------------------------------------------------------------ the sequence
 
 
 class Committer:
     """Commits of one store instance, and the replay of another's unfinished one.
 
-    ``after_commit`` is called under the lock after each COMMIT.
+    ``checkpointer`` is told of each COMMIT, under the lock.
     """
 
     def __init__(self, index: Index, lock: StoreLock, root: str, tmpdir: str, durable: bool,
-                 after_commit: Callable[[], None]) -> None:
+                 checkpointer: Checkpointer) -> None:
         self._index = index
         self._lock = lock
         self._root = root
         self._tmpdir = tmpdir
         self._durable = durable
-        self._after_commit = after_commit
+        self._checkpointer = checkpointer
         # sequence of the last commit whose file operations this instance applied, so
         # that it does not replay them, and of the journal row still listing files
         # (cleared by the next commit); see replay_pending
@@ -305,11 +308,13 @@ class Committer:
                         self._root, self._tmpdir, self._durable)
             self._applied = row[0]
 
-    def commit(self, ops: list[WriteOp], origin: str, journal_keep: int, trim_every: int) -> list[Change]:
+    def commit(self, ops: list[WriteOp], origin: str, journal_keep: int, trim_every: int,
+               checkpoint_every: int) -> list[Change]:
         """Apply ``ops`` as one commit (see the package docstring). All or nothing.
 
         The journal is trimmed to its last ``journal_keep`` rows when this commit's
-        sequences cross a multiple of ``trim_every``.
+        sequences cross a multiple of ``trim_every``; a checkpoint is asked for every
+        ``checkpoint_every`` commits.
         """
         with self.exclusive(begin=True) as conn:
             now = time.time()
@@ -328,7 +333,7 @@ class Committer:
             if (first - 1) // trim_every != newest // trim_every and newest - journal_keep > 0:
                 self._index.trim_journal(conn, newest - journal_keep)
             self._index.commit(conn)
-            self._after_commit()
+            self._checkpointer.after_commit(checkpoint_every)
             # The commit point has passed: make the files match it. The journal keeps
             # listing them until the next commit.
             self._listed = newest

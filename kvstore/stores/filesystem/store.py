@@ -103,7 +103,7 @@ class FileSystemStore(AbstractStore):
         self._index = Index(self.path, self._internal, self.durable)
         self._checkpointer = Checkpointer(self._index, f"kvstore-checkpoint[{self.path}]")
         self._committer = Committer(self._index, self._lock, self.path, self._tmp.directory, self.durable,
-                                    after_commit=self._after_commit)
+                                    self._checkpointer)
 
     @property
     def journal_path(self) -> str:
@@ -139,9 +139,6 @@ class FileSystemStore(AbstractStore):
             d["keys"] = self._index.count()
             d["sequence"] = self.last_sequence()
         return d
-
-    def _after_commit(self) -> None:
-        self._checkpointer.after_commit(self.checkpoint_every)
 
     # ------------------------------------------------------------ reads
 
@@ -239,8 +236,9 @@ class FileSystemStore(AbstractStore):
 
     def _submit(self, op: WriteOp) -> list[Change]:
         staging = self._tx_state()
-        if staging is None:
-            return self._commit_ops([op])
+        if staging is None:  # the hot path: straight to the commit
+            return self._committer.commit([op], self.origin, self.journal_keep, self.journal_trim_every,
+                                          self.checkpoint_every)
         # Inside a transaction: check the write against this transaction's view, record
         # it, and show it to this thread's reads; nothing is visible to others yet.
         current = self._current(op.key)
@@ -263,7 +261,8 @@ class FileSystemStore(AbstractStore):
         return []
 
     def _commit_ops(self, ops: list[WriteOp]) -> list[Change]:
-        return self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every)
+        return self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every,
+                                      self.checkpoint_every)
 
     # ------------------------------------------------------------ transactions
 
