@@ -47,7 +47,6 @@ __all__ = ["FileSystemWatcher", "JournalGapError", "JournalGapWarning"]
 log = logging.getLogger("kvstore.watch")
 
 _INSTALL_HINT = "pip install 'kvstore[watch]'"
-_INTERNAL_DIR = ".kvstore"  # kvstore.stores.filesystem.INTERNAL_DIR
 # After a wake-up that found no new row, look again after these delays (seconds): SQLite
 # writes the log (which inotify reports) a moment before it publishes the commit in its
 # shared-memory index (which inotify does not see).
@@ -257,7 +256,7 @@ class FileSystemWatcher(Bridge):
                 if self._position > last:
                     raise ValueError(f"since={self._position} is ahead of the journal of {store.path} "
                                      f"(last sequence {last}): is this sequence from another store?")
-            internal = os.path.join(store.path, _INTERNAL_DIR)
+            internal = os.path.dirname(store.journal_path)  # the journal and its WAL
             try:
                 self._identity = self._identify()
             except OSError as exc:
@@ -430,7 +429,7 @@ class FileSystemWatcher(Bridge):
         warnings.warn(warning, stacklevel=2)
 
     def _identify(self) -> Tuple[Tuple[int, int], ...]:
-        paths = (self.store.path, os.path.join(self.store.path, _INTERNAL_DIR, "index.sqlite"))
+        paths = (self.store.path, self.store.journal_path)
         out = []
         for path in paths:
             st = os.stat(path)

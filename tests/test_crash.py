@@ -120,11 +120,11 @@ def test_kill_9_never_tears_a_pair(tmp_path, durable):
 DIE_BETWEEN_FILES = r"""
 import io, os, signal, sys
 import kvstore
-from kvstore.stores import filesystem
+from kvstore.stores.filesystem import files
 
 store = kvstore.FileSystemStore(sys.argv[1])
 store.connect()
-real_put = filesystem._put_file
+real_put = files.put_file
 count = 0
 def put_then_die(path, payload, durable):
     global count
@@ -136,7 +136,7 @@ def put_then_die(path, payload, durable):
     real_put(path, payload, durable)
     if count == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)   # killed between two file writes of one commit
-filesystem._put_file = put_then_die
+files.put_file = put_then_die
 if sys.argv[3] == "tx":
     with store.transaction("t"):
         store.set("a", (io.BytesIO(b"new a"), {"v": "new"}))
@@ -194,7 +194,7 @@ real_replace = os.replace
 def replace_then_die(a, b):
     real_replace(a, b)
     os.kill(os.getpid(), signal.SIGKILL)   # killed after the rename, before the metadata write
-filesystem.os.replace = replace_then_die
+os.replace = replace_then_die
 store.set("big", (io.BytesIO(b"N" * 100_000), {"v": "new"}))
 """
 

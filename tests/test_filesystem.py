@@ -136,7 +136,7 @@ def test_reads_an_encore_directory(tmp_path):
 
 def test_index_of_another_schema_is_rebuilt(fs, caplog):
     fs.set("k", (io.BytesIO(b"x"), {"n": 1}))
-    conn = fs._conn()
+    conn = fs._index.conn()
     conn.execute("UPDATE settings SET value='0' WHERE name='schema'")
     fs.disconnect()
     with caplog.at_level("WARNING", logger="kvstore.filesystem"):
@@ -227,10 +227,8 @@ def _checkpointers():
 
 
 def test_checkpoints_run_in_the_background(tmp_path, monkeypatch):
-    from kvstore.stores import filesystem
-
-    monkeypatch.setattr(filesystem, "_WAL_SAFETY_PAGES", 1_000_000)  # writers never do it
-    monkeypatch.setattr(filesystem, "_CHECKPOINT_EVERY", 50)
+    monkeypatch.setattr(kvstore.FileSystemStore, "wal_safety_pages", 1_000_000)  # writers never do it
+    monkeypatch.setattr(kvstore.FileSystemStore, "checkpoint_every", 50)
     index = tmp_path / "s" / ".kvstore" / "index.sqlite"
     with kvstore.FileSystemStore(tmp_path / "s", create=True) as store:
         assert len(_checkpointers()) == 1
@@ -245,10 +243,8 @@ def test_checkpoints_run_in_the_background(tmp_path, monkeypatch):
 
 
 def test_journal_trimming_sets_a_floor(fs, monkeypatch):
-    from kvstore.stores import filesystem
-
-    monkeypatch.setattr(filesystem, "_JOURNAL_KEEP", 10)
-    monkeypatch.setattr(filesystem, "_JOURNAL_TRIM_EVERY", 5)
+    monkeypatch.setattr(fs, "journal_keep", 10)
+    monkeypatch.setattr(fs, "journal_trim_every", 5)
     for i in range(40):
         fs.set_metadata("k", {"i": i})
     floor = fs.journal_floor()
@@ -325,9 +321,9 @@ def test_a_file_write_failing_after_the_commit_is_finished_by_the_next_commit(fs
     import errno
 
     from kvstore import signals
-    from kvstore.stores import filesystem
+    from kvstore.stores.filesystem import files
 
-    real_put = filesystem._put_file
+    real_put = files.put_file
     calls = []
 
     def put(path, payload, durable):
@@ -336,7 +332,7 @@ def test_a_file_write_failing_after_the_commit_is_finished_by_the_next_commit(fs
             raise OSError(errno.ENOSPC, "No space left on device")
         real_put(path, payload, durable)
 
-    monkeypatch.setattr(filesystem, "_put_file", put)
+    monkeypatch.setattr(files, "put_file", put)
     heard = []
     with signals.store_set.connected_to(lambda sender, event: heard.append(event.key), sender=fs):
         fs.set("k", (b"value", {"a": 1}))  # committed: the write happened, so no error
@@ -347,3 +343,19 @@ def test_a_file_write_failing_after_the_commit_is_finished_by_the_next_commit(fs
     fs.set("other", (b"x", {}))  # the next commit finishes the files first
     assert open(os.path.join(fs.path, "k.data"), "rb").read() == b"value"
     assert json.loads(open(os.path.join(fs.path, "k.metadata"), "rb").read()) == {"a": 1}
+
+
+def test_sqlite_errors_leave_the_index_as_store_errors_with_their_cause(fs):
+    import sqlite3
+
+    fs.set("k", (b"v", {"a": 1}))
+    db = sqlite3.connect(fs.journal_path)
+    db.execute("DROP TABLE meta")  # damaged behind the store's back
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="no such table: meta") as caught:
+        fs.query_keys(a=1)
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    with pytest.raises(StoreError, match="no such table: meta"):
+        fs.set("k", (b"w", {"a": 2}))  # the commit is rolled back
+    assert fs.get_data("k").read() == b"v" and fs.get_metadata("k") == {"a": 1}

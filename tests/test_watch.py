@@ -63,7 +63,7 @@ WRITER = textwrap.dedent(
                 store.update_metadata(args[0], {"step": 2})
                 store.delete(args[0])
         elif op == "keep":  # keep only this many journal rows when trimming
-            fs._JOURNAL_KEEP = args[0]
+            store.journal_keep = args[0]
         else:
             raise SystemExit(f"unknown op {op!r}")
     print(json.dumps({"origin": store.origin, "last": store.last_sequence(),

@@ -1,0 +1,350 @@
+"""The commit protocol: plan a commit, record it in the index, then make the files match.
+
+* :func:`plan_commit` is pure: the staged writes and the keys' committed rows in, the
+  index records and the file operations out (no file, no SQLite).
+* The file operations (:class:`Rename`, :class:`Unlink`, :class:`WriteData`,
+  :class:`WriteMeta`) are listed in the commit's last journal row, encoded by
+  :func:`encode_files` and decoded by :func:`decode_files`; :func:`apply_files` does them,
+  after the COMMIT or again in a replay. Each is idempotent: temporary names are never
+  reused and in-place writes are whole and redone from the index rows.
+* :class:`Committer` runs the sequence under the store lock and replays a commit whose
+  writer died before its files were all done.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ..._keys import DATA_SUFFIX, METADATA_SUFFIX, dump_json, key_to_relpath
+from ..._rules import EMPTY, NEW, plan_delete, plan_write
+from ...base import Change
+from . import files
+from .checkpoint import Checkpointer
+from .index import KEEP_DATA, Index, Record, Row
+from .lock import StoreLock
+
+log = logging.getLogger("kvstore.filesystem")
+
+__all__ = ["WriteOp", "Rename", "Unlink", "WriteData", "WriteMeta", "FileOp", "Plan", "plan_commit",
+           "encode_files", "decode_files", "apply_files", "Committer"]
+
+
+# ------------------------------------------------------------------ staged writes
+
+
+@dataclass
+class WriteOp:
+    """A staged write: kind ``"write"`` or ``"delete"``. New data is either ``data`` (a small
+    value, in memory) or ``data_tmp`` (a temporary file written before the commit);
+    ``metadata`` replaces, ``update`` merges."""
+
+    kind: str
+    key: str
+    data_tmp: str | None = None
+    data: bytes | None = None
+    metadata: dict[str, Any] | None = None
+    update: dict[str, Any] | None = None
+    meta_text: str | None = None  # JSON of ``metadata``, made once
+
+    @property
+    def has_data(self) -> bool:
+        return self.data_tmp is not None or self.data is not None
+
+
+# ------------------------------------------------------------------ file operations
+
+
+class Rename(NamedTuple):
+    """Rename the temporary file ``tmp`` over ``target`` (a big value's data file)."""
+
+    tmp: str
+    target: str
+
+    def row(self) -> list[str | None]:
+        return ["rename", self.tmp, self.target]
+
+
+class Unlink(NamedTuple):
+    """Remove the file ``path`` (a deleted key's, or a big value's replaced by a small one)."""
+
+    path: str
+
+    def row(self) -> list[str | None]:
+        return ["unlink", self.path, None]
+
+
+class WriteData(NamedTuple):
+    """Write ``key``'s small value, as its index row holds it, over ``path`` in place."""
+
+    path: str
+    key: str
+
+    def row(self) -> list[str | None]:
+        return ["data", self.path, self.key]
+
+
+class WriteMeta(NamedTuple):
+    """Write ``key``'s metadata, as its index row holds it, over ``path`` in place."""
+
+    path: str
+    key: str
+
+    def row(self) -> list[str | None]:
+        return ["meta", self.path, self.key]
+
+
+FileOp = Rename | Unlink | WriteData | WriteMeta
+
+
+def encode_files(ops: list[FileOp]) -> str:
+    """The JSON text of ``ops`` in ``journal.files``: ``[[op, path, key or target], ...]``."""
+    return dump_json([op.row() for op in ops])
+
+
+def decode_files(text: str) -> list[FileOp]:
+    """Inverse of :func:`encode_files`."""
+    out: list[FileOp] = []
+    for kind, path, arg in json.loads(text):
+        if kind == "rename":
+            out.append(Rename(path, arg))
+        elif kind == "unlink":
+            out.append(Unlink(path))
+        elif kind == "data":
+            out.append(WriteData(path, arg))
+        elif kind == "meta":
+            out.append(WriteMeta(path, arg))
+        else:
+            raise ValueError(f"unknown file operation {kind!r} in the journal")
+    return out
+
+
+# ------------------------------------------------------------------ the planner
+
+
+# A key's file name is worked out on every write and big read: remembered for the keys in use.
+_relpath = functools.lru_cache(maxsize=4096)(key_to_relpath)
+
+
+def key_paths(root: str, key: str, row_path: str | None) -> tuple[str, str]:
+    """Data and metadata paths of ``key``: its canonical name, or the file name an older
+    writer (encore) gave it, as recorded in the index."""
+    base = os.path.join(root, row_path if row_path is not None else _relpath(key))
+    return base + DATA_SUFFIX, base + METADATA_SUFFIX
+
+
+# What a commit's in-place writes write: key -> (inline data or None, metadata text).
+Contents = dict[str, tuple[bytes | None, str]]
+
+
+@dataclass
+class Plan:
+    """What a commit records (``records``) and the file operations that realise it."""
+
+    records: list[Record] = field(default_factory=list)
+    files: list[FileOp] = field(default_factory=list)
+    contents: Contents = field(default_factory=dict)
+
+
+def plan_commit(ops: list[WriteOp], rows: Mapping[str, Row | None], root: str) -> Plan:
+    """Plan the commit of ``ops`` in order, on top of the keys' committed ``rows`` (None:
+    missing; one for each key of ``ops``), in the store at ``root``. Pure.
+
+    Raises
+    ------
+    KeyError : an op needs a key that is missing by then (the whole commit fails).
+    """
+    plan = Plan()
+    view = dict(rows)  # key -> its row as the ops so far leave it
+    for op in ops:
+        row = view[op.key]
+        if op.kind == "delete":
+            _plan_delete(plan, op, row, root)
+            view[op.key] = None
+        else:
+            view[op.key] = _plan_write(plan, op, row, root)
+    return plan
+
+
+def _plan_delete(plan: Plan, op: WriteOp, row: Row | None, root: str) -> None:
+    current = plan_delete(op.key, row[0] if row is not None else None).metadata
+    assert row is not None
+    data_path, meta_path = key_paths(root, op.key, row[1])
+    plan.files.append(Unlink(data_path))
+    plan.files.append(Unlink(meta_path))
+    plan.records.append(Record("delete", op.key, current, dump_json(current), current, KEEP_DATA))
+
+
+def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str) -> Row:
+    current, row_path, inline = row if row is not None else (None, None, False)
+    has_data = op.data_tmp is not None or op.data is not None
+    outcome = plan_write(op.key, current, has_data=has_data, metadata=op.metadata, update=op.update)
+    metadata = outcome.metadata
+    text = op.meta_text if op.update is None and op.meta_text is not None else dump_json(metadata)
+    data_path, meta_path = key_paths(root, op.key, row_path)
+    data: Any = KEEP_DATA
+    if outcome.data == NEW and op.data_tmp is not None:
+        plan.files.append(Rename(op.data_tmp, data_path))
+        data, inline = None, False
+    elif outcome.data in (NEW, EMPTY):
+        data = op.data if op.data is not None else b""
+        if current is not None and not inline:
+            # A reader may hold the old (big) file open: it keeps its inode.
+            plan.files.append(Unlink(data_path))
+        plan.files.append(WriteData(data_path, op.key))
+        inline = True
+    if metadata is not current:
+        plan.files.append(WriteMeta(meta_path, op.key))
+    kept = plan.contents[op.key][0] if op.key in plan.contents else None
+    plan.contents[op.key] = (kept if data is KEEP_DATA else data, text)
+    plan.records.append(Record(outcome.kind, op.key, metadata, text, current, data))
+    return metadata, row_path, inline
+
+
+# ------------------------------------------------------------------ doing the file operations
+
+
+def apply_files(ops: list[FileOp], contents: Callable[[str], tuple[bytes | None, str] | None],
+                root: str, tmpdir: str, durable: bool) -> None:
+    """Carry out a commit's file operations; ``contents(key)`` gives what the in-place
+    writes write (None: nothing, the key is deleted later in the same commit)."""
+    dirs = set()
+    for op in ops:
+        if isinstance(op, Rename):
+            _rename(op)
+            dirs.add(os.path.dirname(op.target))
+            continue
+        if isinstance(op, Unlink):
+            files.unlink(op.path)
+            files.prune_dirs(root, os.path.dirname(op.path))
+            continue
+        found = contents(op.key)
+        if found is None:  # deleted later in the same commit
+            continue
+        payload = found[0] if isinstance(op, WriteData) else found[1].encode("utf-8")
+        if payload is None:  # replaced by a big value later in the same commit
+            continue
+        files.put_file(op.path, payload, durable)  # looked up at call time: tests interpose on it
+        if durable:
+            dirs.add(os.path.dirname(op.path))
+    if durable:
+        dirs.add(tmpdir)
+        for d in dirs:
+            files.fsync_dir(d)
+
+
+def _rename(op: Rename) -> None:
+    try:
+        os.replace(op.tmp, op.target)
+    except FileNotFoundError:
+        if os.path.exists(op.tmp):  # the target's directory is missing
+            os.makedirs(os.path.dirname(op.target), exist_ok=True)
+            os.replace(op.tmp, op.target)
+        # else: already applied by an earlier replay
+
+
+# ------------------------------------------------------------------ the sequence
+
+
+class Committer:
+    """Commits of one store instance, and the replay of another's unfinished one.
+
+    ``checkpointer`` is told of each COMMIT, under the lock.
+    """
+
+    def __init__(self, index: Index, lock: StoreLock, root: str, tmpdir: str, durable: bool,
+                 checkpointer: Checkpointer) -> None:
+        self._index = index
+        self._lock = lock
+        self._root = root
+        self._tmpdir = tmpdir
+        self._durable = durable
+        self._checkpointer = checkpointer
+        # sequence of the last commit whose file operations this instance applied, so
+        # that it does not replay them, and of the journal row still listing files
+        # (cleared by the next commit); see replay_pending
+        self._applied = 0
+        self._listed = 0
+
+    @contextmanager
+    def exclusive(self, begin: bool = False) -> Iterator[sqlite3.Connection]:
+        """Hold the store lock exclusively, with every earlier commit fully applied.
+
+        With ``begin`` an SQLite write transaction is open from the start (one snapshot
+        for the checks and the writes; the caller commits), and rolled back on error.
+        """
+        conn = self._index.conn()
+        with self._lock.exclusive:
+            if begin:
+                self._index.begin(conn)
+            try:
+                self.replay_pending(conn)
+                yield conn
+            except BaseException:
+                if begin:
+                    self._index.rollback(conn)
+                raise
+
+    def replay_pending(self, conn: sqlite3.Connection) -> None:
+        # The newest journal row lists its commit's file operations until the next commit.
+        # Unless this instance applied them itself, their writer may have died half-way:
+        # apply them again (every operation is idempotent).
+        row = self._index.pending(conn)
+        if row is None or row[1] is None:
+            self._listed = 0
+            return
+        self._listed = row[0]
+        if row[0] != self._applied:
+            log.info("finishing the file operations of change %s in %s", row[0], self._root)
+            apply_files(decode_files(row[1]), lambda key: self._index.contents(conn, key),
+                        self._root, self._tmpdir, self._durable)
+            self._applied = row[0]
+
+    def commit(self, ops: list[WriteOp], origin: str, journal_keep: int, trim_every: int,
+               checkpoint_every: int) -> list[Change]:
+        """Apply ``ops`` as one commit (see the package docstring). All or nothing.
+
+        The journal is trimmed to its last ``journal_keep`` rows when this commit's
+        sequences cross a multiple of ``trim_every``; a checkpoint is asked for every
+        ``checkpoint_every`` commits.
+        """
+        with self.exclusive(begin=True) as conn:
+            now = time.time()
+            # Under the exclusive lock, with earlier commits fully applied, the index says
+            # exactly what the files hold: plan from it.
+            rows: dict[str, Row | None] = {}
+            for op in ops:
+                if op.key not in rows:
+                    rows[op.key] = self._index.state(conn, op.key)
+            plan = plan_commit(ops, rows, self._root)
+            sequences = self._index.record(conn, plan.records, encode_files(plan.files), origin, now,
+                                           self._listed)
+            # Trim when this commit's sequence numbers cross a multiple of the interval, so
+            # that short-lived writers trim too.
+            first, newest = sequences[0], sequences[-1]
+            if (first - 1) // trim_every != newest // trim_every and newest - journal_keep > 0:
+                self._index.trim_journal(conn, newest - journal_keep)
+            self._index.commit(conn)
+            self._checkpointer.after_commit(checkpoint_every)
+            # The commit point has passed: make the files match it. The journal keeps
+            # listing them until the next commit.
+            self._listed = newest
+            try:
+                apply_files(plan.files, plan.contents.get, self._root, self._tmpdir, self._durable)
+            except OSError as exc:
+                # The change is committed and visible; the next commit (or connect) of any
+                # instance finishes its files.
+                log.error("the files of change %s in %s are not all written yet (%s); the next "
+                          "commit finishes them", self._listed, self._root, exc)
+            else:
+                self._applied = self._listed
+        return [Change(r.kind, r.key, r.metadata, seq, now, r.text)
+                for r, seq in zip(plan.records, sequences, strict=True)]
