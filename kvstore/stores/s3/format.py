@@ -66,13 +66,15 @@ class DataRef:
 
 @dataclasses.dataclass
 class Meta:
-    """A metadata object as read: its ETag, the user's metadata and the data it names."""
+    """A metadata object as read: its ETag, the user's metadata, the data it names and all
+    its user headers."""
 
     etag: str
     metadata: dict[str, Any]
     ref: DataRef
     created: float
     modified: float
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def version_of(response: dict[str, Any]) -> str | None:
@@ -121,7 +123,7 @@ def parse_meta(where: str, response: dict[str, Any], raw: bytes) -> Meta:
     with contextlib.suppress(KeyError, ValueError):
         created = min(float(headers[H_CREATED]), modified)
     meta = Meta(etag=response["ETag"], metadata={}, ref=DataRef.from_headers(headers),
-                created=created, modified=modified)
+                created=created, modified=modified, headers=dict(headers))
     try:
         metadata = json.loads(raw or b"{}")
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

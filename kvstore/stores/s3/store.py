@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import SplitResult, unquote
 
@@ -232,13 +232,23 @@ class S3Store(AbstractStore):
 
     # ------------------------------------------------------------ listing
 
-    def _list(self, prefix: str) -> list[str]:
-        names: list[str] = []
+    def _list(self, prefix: str) -> Iterator[str]:
+        """The names of the objects under ``prefix``, page by page as they come."""
         with self._errors():
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                names.extend(obj["Key"] for obj in page.get("Contents", ()))
-        return names
+                yield from (obj["Key"] for obj in page.get("Contents", ()))
+
+    def _metadata_names(self, prefix: str) -> Iterator[str]:
+        """The metadata objects of the keys that may start with ``prefix``: those under the
+        prefixes that hold them, then the long-key area (its keys are known only from their
+        metadata objects' headers)."""
+        naming = self._naming
+        prefixes = naming.list_prefixes(prefix)
+        for s3_prefix in prefixes:
+            yield from filter(naming.is_metadata, self._list(s3_prefix))
+        if not any(naming.long_area.startswith(p) for p in prefixes):
+            yield from filter(naming.is_metadata, self._list(naming.long_area))
 
     def _long_key(self, meta_name: str) -> str | None:
         headers = self._reads.headers(meta_name)
@@ -247,48 +257,43 @@ class S3Store(AbstractStore):
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         naming = self._naming
         keys = set()
-        long_names: list[str] = []
-        prefixes = naming.list_prefixes(prefix)
-        for s3_prefix in prefixes:
-            for name in filter(naming.is_metadata, self._list(s3_prefix)):
-                if naming.is_long(name):
-                    long_names.append(name)
-                    continue
-                key = naming.key_of(name)
-                if key is not None and key.startswith(prefix):
-                    keys.add(key)
-        if not any(naming.long_area.startswith(p) for p in prefixes):
-            long_names.extend(filter(naming.is_metadata, self._list(naming.long_area)))
-        for name in long_names:
-            key = self._long_key(name)
+        for name in self._metadata_names(prefix):
+            key = self._long_key(name) if naming.is_long(name) else naming.key_of(name)
             if key is not None and key.startswith(prefix):
                 keys.add(key)
         return sorted(keys)
 
-    def _metadata_or_none(self, key: str) -> dict[str, Any] | None:
-        """The key's metadata; None when it was deleted since listed, or is unreadable (a
-        warning says so: one damaged object must not make the whole store unqueryable)."""
+    def _listed(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """The key and metadata of the listed metadata object ``name``; None when it is no
+        key's, was deleted since listed, or is unreadable (a warning says so: one damaged
+        object must not make the whole store unqueryable)."""
+        naming = self._naming
+        key = None if naming.is_long(name) else naming.key_of(name)
         try:
-            current = self._reads.meta(key, self._naming.names(key).metadata)
+            current = self._reads.meta(key or name, name)
         except Unreadable as exc:
-            log.warning("query skipped %r: %s", key, exc)
+            log.warning("query skipped %r: %s", key or name, exc)
             return None
-        return None if current is None else current.metadata
+        if current is None:
+            return None
+        if key is None:  # a long key: its name is in the object's header
+            key = naming.long_key_of(name, current.headers.get(H_KEY))
+        return None if key is None else (key, current.metadata)
 
     def _query(self, criteria: dict[str, str]) -> Iterable[tuple[str, dict[str, Any]]]:
-        keys = list(self._iter_keys(""))
-        if not keys:
-            return []
+        # The metadata objects are fetched as the listing's pages arrive, max_workers at once.
         results = []
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(self.max_workers, len(keys)), thread_name_prefix="kvstore-s3-query")
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_workers,
+                                                     thread_name_prefix="kvstore-s3-query")
         try:
-            for key, metadata in zip(keys, pool.map(self._metadata_or_none, keys), strict=True):
-                if metadata is not None and matches(metadata, criteria):
-                    results.append((key, metadata))
+            futures = [pool.submit(self._listed, name) for name in self._metadata_names("")]
+            for future in futures:
+                listed = future.result()
+                if listed is not None and matches(listed[1], criteria):
+                    results.append(listed)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return results
+        return sorted(results, key=lambda item: item[0])
 
     # ------------------------------------------------------------ writes
 
