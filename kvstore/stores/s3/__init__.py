@@ -49,12 +49,22 @@ in two steps, so under heavy contention between instances it can let a lost upda
 
 A reader GETs the metadata object, then the data, and uses the data only if its write id is
 the one the metadata names (in a versioned bucket it reads the named ``VersionId``, which no
-later write can change). Between a writer's data upload and its metadata PUT the ids
-differ; the reader retries until they agree, so it never pairs new data with old metadata.
+later write can change). When they differ it reads the metadata again, which may name that
+data by now; each new look at one object is paired with the latest look at the other, so it
+never pairs new data with old metadata. While the objects keep changing it retries at once
+(at most ``read_attempts`` changes): busy writers cannot starve it. Only while nothing
+changes does it wait for a writer between its data upload and its metadata PUT (up to
+``pair_timeout``). A data object missing under unchanged metadata has vanished outside
+kvstore (kvstore uploads data first and deletes metadata first): ``StoreError`` at once.
+A metadata object that is not a JSON object makes its key's reads raise ``StoreError``.
 Values up to 1 MiB are read whole by ``get()`` (a snapshot); larger ones are streamed on
 demand with ``If-Match`` on the data's ETag (or by version), so reading a large Value whose
 key has been overwritten since ``get()`` raises :class:`~kvstore.errors.StoreError` on an
 unversioned bucket rather than mixing writes.
+
+A delete is a commit too: the metadata object is deleted with ``If-Match`` (a conflict
+reads it again), then the data object, only if it is still the deleted metadata's (its
+write id, then ``If-Match`` on its ETag): a writer's upload racing the delete is kept.
 
 A stream that fails mid-way aborts the multipart upload (no parts are left behind) before
 anything is visible: the key keeps its old value. On an unversioned bucket, however, the
@@ -84,8 +94,9 @@ raises, the writes made so far stay, and their events are sent after
 Listing
 -------
 ``glob`` lists ``list_objects_v2`` pages under the escaped form of the pattern's literal
-prefix; ``query`` lists every key and fetches the metadata objects with a small thread pool
-that is joined before it returns.
+prefix (names only: it never reads a metadata object's body); ``query`` fetches the metadata
+objects ``max_workers`` at once as the listing's pages arrive, skipping (with a warning) any
+it cannot read, in a thread pool that is joined before it returns.
 """
 
 from __future__ import annotations

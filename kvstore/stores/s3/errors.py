@@ -15,12 +15,14 @@ from typing import Any
 
 from ...errors import AuthorizationError, ChecksumError, StoreError
 
-__all__ = ["ErrorMap", "missing_is_key_error"]
+__all__ = ["ErrorMap", "missing_is_key_error", "Unreadable", "BadCredentials", "NoBucket"]
 
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion"})
-_DENIED = frozenset({"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled",
-                     "AccountProblem", "InvalidClientTokenId", "UnauthorizedAccess"})
+# who is asking is not known (or no longer valid): no permission can help
+_BAD_CREDENTIALS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                              "TokenRefreshRequired", "InvalidClientTokenId"})
+_DENIED = _BAD_CREDENTIALS | {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem",
+                              "UnauthorizedAccess"}
 _CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 
 
@@ -34,6 +36,27 @@ class _Missing(StoreError):
 
 class _Conflict(StoreError):
     """A conditional request failed: the object changed since it was read (HTTP 412)."""
+
+
+class Unreadable(StoreError):
+    """A metadata object whose body is not a JSON object: its key's reads raise this,
+    listings that read metadata (``query``) skip the key with a warning.
+
+    ``meta`` is what could be read of it (the ``Meta`` with ``{}`` as metadata), for the
+    writes that need none of the old metadata: ``set`` and ``delete``.
+    """
+
+    def __init__(self, message: str, meta: Any = None) -> None:
+        super().__init__(message)
+        self.meta = meta
+
+
+class NoBucket(StoreError):
+    """The bucket does not exist."""
+
+
+class BadCredentials(AuthorizationError):
+    """S3 does not know the credentials (or they expired), whatever the permissions."""
 
 
 @contextlib.contextmanager
@@ -85,9 +108,11 @@ class ErrorMap:
         if code in _MISSING and missing:
             return _Missing(f"{where}: {message}")
         if code == "NoSuchBucket":
-            return StoreError(f"{where}: the bucket {self.bucket!r} does not exist ({message})")
+            return NoBucket(f"{where}: the bucket {self.bucket!r} does not exist ({message})")
         if code in _CONFLICT or status == 412:
             return _Conflict(f"{where}: {message}")
+        if code in _BAD_CREDENTIALS:
+            return BadCredentials(f"{where}: the credentials were refused ({code}: {message})")
         if code in _DENIED:
             return AuthorizationError(f"{where}: access denied ({code}: {message})")
         return StoreError(f"{where} failed ({code or status}): {message}")

@@ -16,7 +16,7 @@ import json
 import uuid
 from typing import Any
 
-from ...errors import StoreError
+from .errors import Unreadable
 
 __all__ = ["H_WRITE", "H_CRC", "H_SIZE", "H_VERSION", "H_CREATED", "H_MODIFIED", "H_KEY",
            "DataRef", "Meta", "metadata_body", "parse_meta", "commit_headers", "version_of"]
@@ -66,13 +66,15 @@ class DataRef:
 
 @dataclasses.dataclass
 class Meta:
-    """A metadata object as read: its ETag, the user's metadata and the data it names."""
+    """A metadata object as read: its ETag, the user's metadata, the data it names and all
+    its user headers."""
 
     etag: str
     metadata: dict[str, Any]
     ref: DataRef
     created: float
     modified: float
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def version_of(response: dict[str, Any]) -> str | None:
@@ -110,14 +112,8 @@ def parse_meta(where: str, response: dict[str, Any], raw: bytes) -> Meta:
 
     Raises
     ------
-    StoreError : the body is not a JSON object.
+    Unreadable : (a StoreError) the body is not a JSON object.
     """
-    try:
-        metadata = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise StoreError(f"the metadata of {where} is not valid JSON: {exc}") from exc
-    if not isinstance(metadata, dict):
-        raise StoreError(f"the metadata of {where} is not a JSON object")
     headers = response.get("Metadata") or {}
     last_modified = response.get("LastModified")
     modified = last_modified.timestamp() if last_modified is not None else 0.0
@@ -126,5 +122,13 @@ def parse_meta(where: str, response: dict[str, Any], raw: bytes) -> Meta:
     created = modified
     with contextlib.suppress(KeyError, ValueError):
         created = min(float(headers[H_CREATED]), modified)
-    return Meta(etag=response["ETag"], metadata=metadata, ref=DataRef.from_headers(headers),
-                created=created, modified=modified)
+    meta = Meta(etag=response["ETag"], metadata={}, ref=DataRef.from_headers(headers),
+                created=created, modified=modified, headers=dict(headers))
+    try:
+        metadata = json.loads(raw or b"{}")
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise Unreadable(f"the metadata of {where} is not valid JSON: {exc}", meta) from exc
+    if not isinstance(metadata, dict):
+        raise Unreadable(f"the metadata of {where} is not a JSON object", meta)
+    meta.metadata = metadata
+    return meta

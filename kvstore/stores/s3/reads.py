@@ -10,14 +10,17 @@ metadata names; a mismatch raises :class:`~kvstore.errors.ChecksumError`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import time
 import zlib
 from typing import Any
 
 from ...base import Value
 from ...errors import ChecksumError, StoreError
 from .errors import ErrorMap, _Conflict, _Missing
-from .format import H_WRITE, DataRef, Meta, parse_meta
+from .format import H_WRITE, DataRef, Meta, parse_meta, version_of
+from .naming import ObjectNames
 
 __all__ = ["Reads"]
 
@@ -42,12 +45,50 @@ def verify_whole(key: str, data: bytes, ref: DataRef) -> None:
         raise ChecksumError(f"{key!r}: the data does not match its stored CRC32")
 
 
-def _check_data_missing(ref: DataRef) -> None:
-    """The data object of ``ref`` is missing: the caller reads again, or the key is none."""
-    # kvstore uploads data before metadata, so a kvstore key without data is being
-    # deleted (read again); a metadata file copied in without its data is no key.
-    if ref.write is None:
-        raise _Missing("a metadata object without its data object")
+@dataclasses.dataclass(frozen=True)
+class _Look:
+    """One look at a data object: what its GET or HEAD said, and its bytes if read whole."""
+
+    write: str | None
+    etag: str
+    size: int
+    version: str | None
+    data: bytes | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, response: dict[str, Any], data: bytes | None) -> _Look:
+        return cls(write=(response.get("Metadata") or {}).get(H_WRITE), etag=response["ETag"],
+                   size=int(response["ContentLength"]), version=version_of(response), data=data)
+
+    def belongs_to(self, ref: DataRef) -> bool:
+        """Whether this is the data that ``ref`` (a metadata object's) names."""
+        if ref.version is not None:
+            return self.version == ref.version
+        return pairing(ref, {H_WRITE: self.write} if self.write is not None else {}) != OTHER
+
+
+class _Patience:
+    """How long a reader waits while nothing changes: a writer between its data upload and
+    its metadata PUT (sleeps of 5 ms doubling up to 100 ms, for ``timeout`` seconds)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.reset()
+
+    def reset(self) -> None:
+        self._deadline: float | None = None
+        self._delay = 0.005
+
+    def wait(self) -> bool:
+        """Sleep a little; False (and no sleep) once ``timeout`` has passed since the reset."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self.timeout
+        elif now > self._deadline:
+            return False
+        time.sleep(self._delay)
+        self._delay = min(self._delay * 2, 0.1)
+        return True
 
 
 class _BodyReader(io.RawIOBase):
@@ -139,62 +180,121 @@ class Reads:
         head = self.head(name)
         return None if head is None else head.get("Metadata") or {}
 
-    def value(self, key: str, data_name: str, current: Meta) -> Value | None:
-        """A Value of ``current`` and its data, or None when the data is not (yet) its own.
+    def meta_of(self, key: str, name: str) -> Meta:
+        """Like :meth:`meta`, but a missing metadata object raises ``_Missing`` (no such key)."""
+        current = self.meta(key, name)
+        if current is None:
+            raise _Missing(key)
+        return current
+
+    def value(self, key: str, names: ObjectNames, pair_timeout: float, read_attempts: int) -> Value:
+        """A Value of ``key``: its metadata and the data that metadata names.
+
+        The metadata is read, then the data; when the data comes from another write, the
+        metadata is read again, which may name that data by now (a writer committed it),
+        and so on, each new look at either object being paired with the latest look at the
+        other. While the objects keep changing the reader goes on at once (writers cannot
+        starve it); when nothing changes, a writer is between its two steps and the reader
+        waits for it, up to ``pair_timeout`` seconds. After ``read_attempts`` changes it
+        gives up.
 
         Raises
         ------
-        _Missing : the metadata names no kvstore write and its data object is missing.
+        _Missing : no such key (or a metadata object copied in without its data).
+        StoreError : the data object is missing while the metadata still names it; or the
+            data stayed another write's for ``pair_timeout`` s, or changed ``read_attempts``
+            times.
         """
+        current = self.meta_of(key, names.metadata)
+        previous: _Look | None = None
+        patience = _Patience(pair_timeout)
+        changes = 0
+        while changes < read_attempts:
+            look = self._look(names.data, current)
+            if look is None:
+                again = self._data_missing(key, names, current)
+            else:
+                value = self._value_if_paired(key, names.data, current, look)
+                if value is not None:
+                    return value
+                again = self.meta_of(key, names.metadata)
+                value = self._value_if_paired(key, names.data, again, look)
+                if value is not None:
+                    return value
+            changed = again.etag != current.etag or None in (look, previous) or look != previous
+            current, previous = again, look
+            if changed:
+                changes += 1
+                patience.reset()
+            elif not patience.wait():
+                raise StoreError(
+                    f"the data of {key!r} (s3://{self._bucket}/{names.data}) comes from a write "
+                    f"whose metadata was never committed (a writer died or failed between its "
+                    f"two steps); write the key again")
+        raise StoreError(f"could not read {key!r}: it was overwritten {changes} times while "
+                         f"being read; try again")
+
+    def _data_missing(self, key: str, names: ObjectNames, current: Meta) -> Meta:
+        """The data object that ``current`` names is missing: the metadata read again, if it
+        changed meanwhile (a delete or a new write)."""
+        # kvstore uploads data before metadata and deletes metadata before data, so data
+        # missing under unchanged metadata has vanished outside kvstore: waiting cannot help.
+        if current.ref.write is None:  # a metadata file copied in without its data is no key
+            raise _Missing("a metadata object without its data object")
+        again = self.meta_of(key, names.metadata)
+        if again.etag == current.etag:
+            raise StoreError(f"the data object of {key!r} (s3://{self._bucket}/{names.data}) is "
+                             f"missing although its metadata names it; write or delete the key")
+        return again
+
+    def _look(self, data_name: str, current: Meta) -> _Look | None:
+        """The data object that ``current`` probably names: read whole (GET) when the
+        metadata says it is small, else its HEAD; None when it is missing."""
         ref = current.ref
-        where: dict[str, Any] = {"VersionId": ref.version} if ref.version else {}
-        if ref.size is not None and ref.size <= self.snapshot_max:
-            return self._snapshot(key, data_name, current, where)
-        # Larger (or of unknown size): check the pairing now, stream the bytes on demand.
+        args: dict[str, Any] = {"Bucket": self._bucket, "Key": data_name}
+        if ref.version:
+            args["VersionId"] = ref.version
         try:
             with self._errors(missing=True):
-                head = self._client.head_object(Bucket=self._bucket, Key=data_name, **where)
+                if ref.size is None or ref.size > self.snapshot_max:
+                    return _Look.of(self._client.head_object(**args), None)
+                response = self._client.get_object(**args)
+                with contextlib.closing(response["Body"]) as body:
+                    # another write's bytes are read too if small: the metadata read next
+                    # may name them
+                    small = int(response["ContentLength"]) <= self.snapshot_max
+                    return _Look.of(response, body.read() if small else None)
         except _Missing:
-            _check_data_missing(ref)
             return None
-        paired = pairing(ref, head.get("Metadata") or {})
-        if paired == OTHER:
+
+    def _value_if_paired(self, key: str, data_name: str, current: Meta, look: _Look) -> Value | None:
+        """The Value of ``current`` with the data of ``look``, or None if they do not belong
+        together (or the data changed since ``look`` and must be looked at again)."""
+        if not look.belongs_to(current.ref):
             return None
-        size = int(head["ContentLength"])
-        if ref.size is not None and size != ref.size:
-            raise ChecksumError(f"{key!r}: the data object has {size} bytes, its metadata says {ref.size}")
-        etag = head["ETag"]
-        if size <= self.snapshot_max:  # small, of unknown size until now: read it whole too
-            return self._snapshot_of(key, data_name, current, {**where, "IfMatch": etag})
-        foreign = paired == FOREIGN
+        ref = current.ref
+        if look.data is not None:
+            verify_whole(key, look.data, ref)
+            return Value.from_bytes(look.data, current.metadata, current.created, current.modified)
+        if ref.size is not None and look.size != ref.size:
+            raise ChecksumError(f"{key!r}: the data object has {look.size} bytes, its metadata says {ref.size}")
+        if look.size <= self.snapshot_max:  # small, of unknown size until now: read it whole too
+            return self._snapshot_of(key, data_name, current, look)
+        foreign = look.write is None and ref.write is not None and ref.version is None
 
         def opener(start: int, end: int) -> Any:
-            return self._open(key, data_name, ref, etag, size, foreign, start, end)
+            return self._open(key, data_name, ref, look.etag, look.size, foreign, start, end)
 
-        return Value(size=size, metadata=current.metadata, created=current.created,
+        return Value(size=look.size, metadata=current.metadata, created=current.created,
                      modified=current.modified, opener=opener)
 
-    def _snapshot(self, key: str, data_name: str, current: Meta, where: dict[str, Any]) -> Value | None:
-        """The whole value of a size known to be small, unless its data is another write's."""
-        ref = current.ref
+    def _snapshot_of(self, key: str, data_name: str, current: Meta, look: _Look) -> Value | None:
+        """The whole value of the data object of ``look``, if it is still that (``IfMatch``)."""
+        where = {"VersionId": look.version} if look.version else {}
         try:
             with self._errors(missing=True):
-                response = self._client.get_object(Bucket=self._bucket, Key=data_name, **where)
-                with contextlib.closing(response["Body"]) as body:
-                    if pairing(ref, response.get("Metadata") or {}) == OTHER:
-                        return None
-                    data = body.read()
-        except _Missing:
-            _check_data_missing(ref)
-            return None
-        verify_whole(key, data, ref)
-        return Value.from_bytes(data, current.metadata, current.created, current.modified)
-
-    def _snapshot_of(self, key: str, data_name: str, current: Meta, where: dict[str, Any]) -> Value | None:
-        """The whole value of the data object whose HEAD was just checked (``IfMatch``)."""
-        try:
-            with self._errors(missing=True):
-                response = self._client.get_object(Bucket=self._bucket, Key=data_name, **where)
+                response = self._client.get_object(Bucket=self._bucket, Key=data_name,
+                                                   IfMatch=look.etag, **where)
                 with contextlib.closing(response["Body"]) as body:
                     data = body.read()
         except (_Missing, _Conflict):

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import SplitResult, unquote
 
@@ -22,7 +22,7 @@ from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
 from ...errors import AuthorizationError, StoreError
 from ...query import Criterion
-from .errors import ErrorMap, _Conflict, _Missing, missing_is_key_error
+from .errors import BadCredentials, ErrorMap, NoBucket, Unreadable, _Conflict, _Missing, missing_is_key_error
 from .format import H_KEY, H_WRITE, DataRef, Meta, commit_headers, metadata_body
 from .naming import Naming, ObjectNames, encode_long_key
 from .options import S3Options
@@ -34,6 +34,7 @@ __all__ = ["S3Store"]
 log = logging.getLogger("kvstore.s3")
 
 _INSTALL_HINT = "pip install 'kvstore[s3]'"
+_PROBE = ".kvstore/connect"  # never an object of a key: no escaped name starts with "."
 
 
 def _boto() -> tuple[Any, Any]:
@@ -74,8 +75,9 @@ class S3Store(AbstractStore):
     Tuning knobs, class attributes (set them on a subclass, or on an instance before
     ``connect()``; ``lock_stripes`` on a subclass):
     ``commit_attempts`` (conditional metadata PUTs tried before a write gives up),
+    ``read_attempts`` (changes of a key a ``get()`` sees before it gives up),
     ``pair_timeout`` (seconds a reader waits for a writer between its data upload and its
-    metadata PUT), ``snapshot_max`` (values up to this size are read whole by ``get()``),
+    metadata PUT while nothing changes), ``snapshot_max`` (values up to this size are read whole by ``get()``),
     ``stream_buffer`` (buffer of a streamed value), ``lock_stripes`` (per-key commit locks).
 
     Raises
@@ -86,6 +88,7 @@ class S3Store(AbstractStore):
     """
 
     commit_attempts = 100
+    read_attempts = 100
     pair_timeout = 5.0
     snapshot_max = 1024 * 1024
     stream_buffer = 256 * 1024
@@ -149,16 +152,34 @@ class S3Store(AbstractStore):
         self._reads = Reads(self._client, self.bucket, self._errors, self.snapshot_max, self.stream_buffer)
         self._uploads = Uploads(self._client, self.bucket, self._errors, self.part_size, self.upload_workers)
         try:
-            with self._errors(missing=True):
-                self._client.head_bucket(Bucket=self.bucket)
-        except _Missing:
-            self._create_bucket()
-        except AuthorizationError:
-            # HeadBucket needs s3:ListBucket; object permissions may be enough for the rest.
-            log.debug("HeadBucket on %s refused; going on", self.bucket)
+            self._check_bucket()
         except BaseException:
             self._drop_client()
             raise
+
+    def _check_bucket(self) -> None:
+        """The bucket exists (or is made, with ``create``) and the credentials are known."""
+        try:
+            with self._errors(missing=True):
+                self._client.head_bucket(Bucket=self.bucket)
+            return
+        except _Missing:
+            self._create_bucket()
+            return
+        except AuthorizationError:
+            pass
+        # HeadBucket needs s3:ListBucket, and its 403 has no body to say why. A GET (of an
+        # object no key uses) does: unknown or expired credentials fail here, at connect();
+        # a key that may only use objects goes on (its refusals come when they happen).
+        try:
+            with self._errors(missing=True):
+                self._client.get_object(Bucket=self.bucket, Key=self.prefix + _PROBE)
+        except BadCredentials as exc:
+            raise AuthorizationError(f"S3 refused the credentials for s3://{self.bucket}: {exc}") from exc
+        except (_Missing, AuthorizationError):
+            log.debug("HeadBucket on %s refused; going on", self.bucket)
+        except NoBucket:
+            self._create_bucket()
 
     def _create_bucket(self) -> None:
         if not self.options.create:
@@ -220,39 +241,28 @@ class S3Store(AbstractStore):
         return self._reads.head(self._naming.names(key).metadata) is not None
 
     def _get(self, key: str) -> Value:
-        names = self._naming.names(key)
-        deadline: float | None = None
-        delay = 0.005
         with missing_is_key_error(key):
-            while True:
-                current = self._reads.meta(key, names.metadata)
-                if current is None:
-                    raise _Missing(key)
-                value = self._reads.value(key, names.data, current)
-                if value is not None:
-                    return value
-                # The data comes from another write than the metadata: a writer is between
-                # its data upload and its metadata PUT. Wait for it, within limits.
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.pair_timeout
-                elif now > deadline:
-                    raise StoreError(
-                        f"the data of {key!r} (s3://{self.bucket}/{names.data}) comes from a write "
-                        f"whose metadata was never committed (a writer died or failed between its "
-                        f"two steps); write the key again")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            return self._reads.value(key, self._naming.names(key), self.pair_timeout, self.read_attempts)
 
     # ------------------------------------------------------------ listing
 
-    def _list(self, prefix: str) -> list[str]:
-        names: list[str] = []
+    def _list(self, prefix: str) -> Iterator[str]:
+        """The names of the objects under ``prefix``, page by page as they come."""
         with self._errors():
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                names.extend(obj["Key"] for obj in page.get("Contents", ()))
-        return names
+                yield from (obj["Key"] for obj in page.get("Contents", ()))
+
+    def _metadata_names(self, prefix: str) -> Iterator[str]:
+        """The metadata objects of the keys that may start with ``prefix``: those under the
+        prefixes that hold them, then the long-key area (its keys are known only from their
+        metadata objects' headers)."""
+        naming = self._naming
+        prefixes = naming.list_prefixes(prefix)
+        for s3_prefix in prefixes:
+            yield from filter(naming.is_metadata, self._list(s3_prefix))
+        if not any(naming.long_area.startswith(p) for p in prefixes):
+            yield from filter(naming.is_metadata, self._list(naming.long_area))
 
     def _long_key(self, meta_name: str) -> str | None:
         headers = self._reads.headers(meta_name)
@@ -261,42 +271,43 @@ class S3Store(AbstractStore):
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         naming = self._naming
         keys = set()
-        long_names: list[str] = []
-        prefixes = naming.list_prefixes(prefix)
-        for s3_prefix in prefixes:
-            for name in filter(naming.is_metadata, self._list(s3_prefix)):
-                if naming.is_long(name):
-                    long_names.append(name)
-                    continue
-                key = naming.key_of(name)
-                if key is not None and key.startswith(prefix):
-                    keys.add(key)
-        if not any(naming.long_area.startswith(p) for p in prefixes):
-            long_names.extend(filter(naming.is_metadata, self._list(naming.long_area)))
-        for name in long_names:
-            key = self._long_key(name)
+        for name in self._metadata_names(prefix):
+            key = self._long_key(name) if naming.is_long(name) else naming.key_of(name)
             if key is not None and key.startswith(prefix):
                 keys.add(key)
         return sorted(keys)
 
-    def _metadata_or_none(self, key: str) -> dict[str, Any] | None:
-        current = self._reads.meta(key, self._naming.names(key).metadata)  # None: deleted since listed
-        return None if current is None else current.metadata
+    def _listed(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """The key and metadata of the listed metadata object ``name``; None when it is no
+        key's, was deleted since listed, or is unreadable (a warning says so: one damaged
+        object must not make the whole store unqueryable)."""
+        naming = self._naming
+        key = None if naming.is_long(name) else naming.key_of(name)
+        try:
+            current = self._reads.meta(key or name, name)
+        except Unreadable as exc:
+            log.warning("query skipped %r: %s", key or name, exc)
+            return None
+        if current is None:
+            return None
+        if key is None:  # a long key: its name is in the object's header
+            key = naming.long_key_of(name, current.headers.get(H_KEY))
+        return None if key is None else (key, current.metadata)
 
     def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
-        keys = list(self._iter_keys(""))
-        if not keys:
-            return []
+        # The metadata objects are fetched as the listing's pages arrive, max_workers at once.
         results = []
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(self.max_workers, len(keys)), thread_name_prefix="kvstore-s3-query")
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_workers,
+                                                     thread_name_prefix="kvstore-s3-query")
         try:
-            for key, metadata in zip(keys, pool.map(self._metadata_or_none, keys), strict=True):
-                if metadata is not None and matches(metadata, criteria):
-                    results.append((key, metadata))
+            futures = [pool.submit(self._listed, name) for name in self._metadata_names("")]
+            for future in futures:
+                listed = future.result()
+                if listed is not None and matches(listed[1], criteria):
+                    results.append(listed)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return results
+        return sorted(results, key=lambda item: item[0])
 
     # ------------------------------------------------------------ writes
 
@@ -334,7 +345,7 @@ class S3Store(AbstractStore):
     def _try_commit(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                     metadata: dict[str, Any] | None, update: dict[str, Any] | None) -> Change | None:
         """One conditional metadata PUT: the change, or None when another writer came first."""
-        current = self._reads.meta(key, names.metadata)
+        current = self._current_for_write(key, names, metadata)
         outcome = plan_write(key, current.metadata if current is not None else None,
                              has_data=has_data, metadata=metadata, update=update)
         if outcome.data == EMPTY and not uploads:
@@ -346,17 +357,29 @@ class S3Store(AbstractStore):
         condition = {"IfMatch": current.etag} if current is not None else {"IfNoneMatch": "*"}
         change = Change(outcome.kind, key, outcome.metadata, timestamp=now)
         try:
-            with self._errors():
+            # missing=True: an If-Match PUT of a metadata object deleted meanwhile is answered
+            # 404, a conflict like any other
+            with self._errors(missing=True):
                 self._client.put_object(
                     Bucket=self.bucket, Key=names.metadata, Metadata=commit_headers(ref, created, now, long_key),
                     Body=metadata_body(outcome.metadata), ContentType="application/json", **condition)
-        except _Conflict:
+        except (_Conflict, _Missing):
             if self._overtaken(names, uploads):
                 # A later upload has replaced our data and will commit its own metadata:
                 # ours was overtaken (last writer wins).
                 return change
             return None
         return change
+
+    def _current_for_write(self, key: str, names: ObjectNames, metadata: dict[str, Any] | None) -> Meta | None:
+        """The key's metadata object as a write sees it. An unreadable one can be replaced
+        whole (``set``, ``set_metadata``), never kept or updated."""
+        try:
+            return self._reads.meta(key, names.metadata)
+        except Unreadable as exc:
+            if metadata is None or exc.meta is None:
+                raise
+            return exc.meta  # type: ignore[no-any-return]
 
     @staticmethod
     def _committed_ref(data: str, uploads: list[DataRef], current: Meta | None) -> DataRef:
@@ -375,19 +398,44 @@ class S3Store(AbstractStore):
         return (headers or {}).get(H_WRITE) != uploads[0].write
 
     def _delete(self, key: str) -> list[Change]:
+        """DELETE the metadata object (the commit point of a delete) if it is still the one
+        read (``If-Match``), else read it again; then the data object, if it is still the
+        deleted metadata's: a data object a writer has uploaded since is its own."""
         names = self._naming.names(key)
-        with self._lock_for(key):
-            current = self._reads.meta(key, names.metadata)
-            outcome = plan_delete(key, current.metadata if current is not None else None)
-            # The metadata object goes first: that is the commit point of a delete.
-            with self._errors():
-                self._client.delete_object(Bucket=self.bucket, Key=names.metadata)
-            now = time.time()
-            try:
-                with self._errors():
-                    self._client.delete_object(Bucket=self.bucket, Key=names.data)
-            except StoreError as exc:
-                # The key is gone already; an orphan data object is invisible and is
-                # replaced by the next write of the key.
-                log.warning("deleted %r but not its data object %s: %s", key, names.data, exc)
-        return [Change(outcome.kind, key, outcome.metadata, timestamp=now)]
+        with self._lock_for(key), missing_is_key_error(key):
+            for _ in range(self.commit_attempts):
+                try:
+                    current = self._reads.meta_of(key, names.metadata)
+                except Unreadable as exc:  # an unreadable key can be deleted: reported as {}
+                    if exc.meta is None:
+                        raise
+                    current = exc.meta
+                outcome = plan_delete(key, current.metadata)
+                try:
+                    with self._errors(missing=True):
+                        self._client.delete_object(Bucket=self.bucket, Key=names.metadata, IfMatch=current.etag)
+                except (_Conflict, _Missing):
+                    continue  # another writer committed (or deleted) meanwhile: read it again
+                now = time.time()
+                self._delete_data(key, names, current.ref)
+                return [Change(outcome.kind, key, outcome.metadata, timestamp=now)]
+        raise StoreError(f"could not delete {key!r}: its metadata changed {self.commit_attempts} "
+                         f"times while the delete was retried")
+
+    def _delete_data(self, key: str, names: ObjectNames, ref: DataRef) -> None:
+        """Delete the data object of the deleted metadata (``ref``) unless another write's
+        upload has replaced it (best effort: an orphan data object is invisible and is
+        replaced by the next write of the key)."""
+        condition: dict[str, Any] = {}
+        try:
+            if ref.version is None:  # in a versioned bucket a new upload is a version of its own
+                head = self._reads.head(names.data)
+                if head is None or ((head.get("Metadata") or {}).get(H_WRITE) or ref.write) != ref.write:
+                    return
+                condition = {"IfMatch": head["ETag"]}
+            with self._errors(missing=True):
+                self._client.delete_object(Bucket=self.bucket, Key=names.data, **condition)
+        except (_Conflict, _Missing):
+            pass  # replaced or deleted since the HEAD: not ours to delete
+        except StoreError as exc:
+            log.warning("deleted %r but not its data object %s: %s", key, names.data, exc)
