@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import errors, events, signals
-from ._registry import open_store
+from ._registry import open_store, register_backend
 from ._sync import SyncReport, sync
 from .base import AbstractStore, Value
 from .errors import (
@@ -34,6 +34,7 @@ __all__ = [
     "S3Store",
     "init_shared_store",
     "open_store",
+    "register_backend",
     "sync",
     "SyncReport",
     "signals",

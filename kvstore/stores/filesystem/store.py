@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import SplitResult, unquote
 
 from ..._keys import dump_json, matches
+from ..._options import as_bool, as_str, url_options
 from ..._rules import KEEP, Overlay, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
 from ...errors import StoreError
@@ -105,6 +107,32 @@ class FileSystemStore(AbstractStore):
         self._checkpointer = Checkpointer(self._index, f"kvstore-checkpoint[{self.path}]")
         self._committer = Committer(self._index, self._lock, self.path, self._tmp.directory, self.durable,
                                     self._checkpointer)
+
+    @classmethod
+    def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> FileSystemStore:
+        """``file:///abs/path``, ``file:rel/path`` or a bare path; created when missing (unless
+        ``create=0``). Options: ``durable``, ``create``, ``magic_fname``, ``name``.
+
+        Raises
+        ------
+        ValueError : a host other than ``localhost``, no path, or an unknown option.
+        StoreError : the path is a non-empty directory that is not a store (a typo such as
+            ``--store ~`` must not turn a home directory into one).
+        """
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"file URLs name a local path: {url!r}")
+        path = os.path.expanduser(unquote(parts.path))
+        if not path:
+            raise ValueError(f"no path in {url!r}")
+        given = url_options(url, query, {"durable": as_bool, "create": as_bool, "magic_fname": as_str,
+                                         "name": as_str})
+        given.update(options)
+        given.setdefault("create", True)
+        magic = os.path.join(path, given.get("magic_fname", ".FSStore"))
+        if given["create"] and os.path.isdir(path) and os.listdir(path) and not os.path.exists(magic):
+            raise StoreError(f"{path} is not a store (no {os.path.basename(magic)} file) and is "
+                             f"not empty: refusing to make it one")
+        return cls(path, **given)
 
     @property
     def journal_path(self) -> str:
