@@ -88,7 +88,7 @@ class KV(EncoreAPI):
             v = s.get(f"k{i}")
             with v.data as f:
                 f.read()
-            v.metadata
+            _ = v.metadata
 
 
 class Encore(EncoreAPI):
@@ -197,14 +197,14 @@ def bench_small(root, n, repeats):
     runs = {cls.name: ([], [], []) for cls in peers}
     # Rounds interleave the peers, so that the disk's slow spells (they last seconds
     # here, after a big delete) do not all fall on one of them.
-    for r in range(repeats):
+    for _ in range(repeats):
         for cls in peers:
             sub = tempfile.mkdtemp(dir=root)
             peer = cls(sub)
             news, overs, gets = runs[cls.name]
-            news.append(timed(lambda: peer.set(n), n))
-            overs.append(timed(lambda: peer.set(n), n))
-            gets.append(timed(lambda: peer.get(n), n))
+            news.append(timed(lambda p=peer: p.set(n), n))
+            overs.append(timed(lambda p=peer: p.set(n), n))
+            gets.append(timed(lambda p=peer: p.get(n), n))
             shutil.rmtree(sub)
             _settle()
     results = {}
@@ -247,7 +247,8 @@ def bench_query(root, n):
         globbed = peer.glob("k9999")
         gtime = (time.perf_counter() - t) * 1e3
         out[peer.name] = (statistics.median(times), gtime, len(globbed))
-        print(f"{peer.name:10s} query_keys {statistics.median(times):10.2f} ms   glob 'k9999*' {gtime:10.2f} ms ({len(globbed)} keys)")
+        print(f"{peer.name:10s} query_keys {statistics.median(times):10.2f} ms   "
+              f"glob 'k9999*' {gtime:10.2f} ms ({len(globbed)} keys)")
     q = out["encore"][0] / out["kvstore"][0]
     g = out["encore"][1] / out["kvstore"][1]
     print(f"ratio: kvstore query_keys x{q:,.0f} faster than encore's scan; glob x{g:,.0f}")
@@ -271,7 +272,8 @@ def bench_bus(root, n):
             store._apply(change)
 
     per_bus = timed(bus, n)
-    print(f"set {per_set:.1f} µs; bus work per set with no listener {per_bus:.2f} µs = {100 * per_bus / per_set:.2f}% of a set")
+    print(f"set {per_set:.1f} µs; bus work per set with no listener {per_bus:.2f} µs "
+          f"= {100 * per_bus / per_set:.2f}% of a set")
     shutil.rmtree(sub)
     return per_bus / per_set
 

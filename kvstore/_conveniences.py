@@ -64,23 +64,23 @@ class ConvenienceMixin:
     def multiset(self, keys: Iterable[str], values: Iterable[ValueLike],
                  buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
         """``set`` each pair of ``zip(keys, values)``."""
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, values, strict=False):
             self.set(key, value, buffer_size)
 
     def multiset_data(self, keys: Iterable[str], datas: Iterable[Any],
                       buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
         """``set_data`` each pair of ``zip(keys, datas)``."""
-        for key, data in zip(keys, datas):
+        for key, data in zip(keys, datas, strict=False):
             self.set_data(key, data, buffer_size)
 
     def multiset_metadata(self, keys: Iterable[str], metadatas: Iterable[Mapping[str, Any]]) -> None:
         """``set_metadata`` each pair of ``zip(keys, metadatas)``."""
-        for key, metadata in zip(keys, metadatas):
+        for key, metadata in zip(keys, metadatas, strict=False):
             self.set_metadata(key, metadata)
 
     def multiupdate_metadata(self, keys: Iterable[str], metadatas: Iterable[Mapping[str, Any]]) -> None:
         """``update_metadata`` each pair of ``zip(keys, metadatas)``."""
-        for key, metadata in zip(keys, metadatas):
+        for key, metadata in zip(keys, metadatas, strict=False):
             self.update_metadata(key, metadata)
 
     # ------------------------------------------------------------ file helpers

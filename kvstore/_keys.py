@@ -217,7 +217,7 @@ def _escape(component: str) -> str:
         if ch in _ESCAPED_KEEP:
             out.append(ch)
         else:
-            out.extend("%%%02X" % b for b in ch.encode("utf-8"))
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
     return "".join(out)
 
 

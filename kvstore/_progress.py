@@ -22,7 +22,7 @@ __all__ = ["ProgressReader"]
 _operation_ids = itertools.count(1)
 
 
-def _progress_wanted(store: "AbstractStore", steps: int) -> bool:
+def _progress_wanted(store: AbstractStore, steps: int) -> bool:
     if not any(signal.has_receivers_for(store) for signal in signals.PROGRESS_SIGNALS):
         return False
     gates = store._progress_gates
@@ -35,7 +35,7 @@ def _progress_wanted(store: "AbstractStore", steps: int) -> bool:
 class _Progress:
     """One progress operation: start was sent; ``advance`` sends steps; ``finish`` the end."""
 
-    def __init__(self, store: "AbstractStore", key: str, message: str, steps: int) -> None:
+    def __init__(self, store: AbstractStore, key: str, message: str, steps: int) -> None:
         self.store = store
         self.key = key
         self.message = message

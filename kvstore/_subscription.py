@@ -18,7 +18,7 @@ __all__ = ["Subscription"]
 class Subscription:
     """Handle returned by :meth:`AbstractStore.subscribe`; ``cancel()`` or leave the ``with``."""
 
-    def __init__(self, store: "AbstractStore", receiver: Callable[[StoreEvent], Any],
+    def __init__(self, store: AbstractStore, receiver: Callable[[StoreEvent], Any],
                  pattern: str, kinds: Sequence[str]) -> None:
         self.store = store
         self.receiver = receiver
@@ -40,7 +40,7 @@ class Subscription:
             sig.disconnect(self._on_event)
         self._signals = []
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -52,7 +52,7 @@ class Value:
     @classmethod
     def from_bytes(
         cls, data: bytes, metadata: Dict[str, Any], created: float = 0.0, modified: float = 0.0
-    ) -> "Value":
+    ) -> Value:
         """A Value holding ``data`` in memory."""
         data = bytes(data)
         return cls(

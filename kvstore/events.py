@@ -29,7 +29,7 @@ __all__ = [
     "StoreTransactionEndEvent",
 ]
 
-_CLASSES: Dict[str, Type["StoreEvent"]] = {}
+_CLASSES: Dict[str, Type[StoreEvent]] = {}
 _JSON_FIELDS: Dict[type, Tuple[str, ...]] = {}
 
 
@@ -83,7 +83,7 @@ class StoreEvent:
         return d
 
     @staticmethod
-    def from_dict(d: Dict[str, Any], store: Any = None) -> "StoreEvent":
+    def from_dict(d: Dict[str, Any], store: Any = None) -> StoreEvent:
         """Rebuild an event from :meth:`to_dict` output.
 
         Raises
@@ -114,7 +114,7 @@ class StoreEvent:
             if isinstance(value, bool) and name != "remote":
                 raise ValueError(f"field {name!r} has the wrong type")
 
-    def replace(self, **changes: Any) -> "StoreEvent":
+    def replace(self, **changes: Any) -> StoreEvent:
         """Return a copy of the event with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 

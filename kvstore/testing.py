@@ -592,10 +592,10 @@ class StoreConformance:
         events.clear()
         for levels in (101, 600):
             too_deep = nested(levels)
-            for call in (lambda: store.set("k", _pair(b"new", too_deep)),
-                         lambda: store.set("fresh", _pair(b"new", too_deep)),
-                         lambda: store.set_metadata("k", too_deep),
-                         lambda: store.update_metadata("k", too_deep)):
+            for call in (lambda md=too_deep: store.set("k", _pair(b"new", md)),
+                         lambda md=too_deep: store.set("fresh", _pair(b"new", md)),
+                         lambda md=too_deep: store.set_metadata("k", md),
+                         lambda md=too_deep: store.update_metadata("k", md)):
                 with pytest.raises(ValueError, match="deeper than 100"):
                     call()
         assert store.get_data("k").read() == b"old"
@@ -723,7 +723,7 @@ class StoreConformance:
         assert len(steps) >= 10
         assert [s.step for s in steps] == sorted(s.step for s in steps)
         assert steps[-1].step == 1000
-        assert all(b.step - a.step <= 100 for a, b in zip(steps, steps[1:]))
+        assert all(b.step - a.step <= 100 for a, b in zip(steps, steps[1:], strict=False))
         assert end.exit_state == "normal"
         assert len({e.operation_id for e in [start, *steps, end]}) == 1
         for event in [start, *steps, end]:

@@ -213,7 +213,7 @@ class FileSystemWatcher(Bridge):
         reader = self._reader
         return reader is not None and reader.is_alive() and not self._stopping.is_set()
 
-    def start(self) -> "FileSystemWatcher":
+    def start(self) -> FileSystemWatcher:
         """Start watching: set up the inotify watch and the reader thread.
 
         Returns

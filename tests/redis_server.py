@@ -131,7 +131,7 @@ class RedisServer:
         """Whether the server process is alive."""
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING (at most ``timeout`` seconds).
 
         Raises
@@ -213,7 +213,7 @@ class RedisServer:
                 process.kill()
                 process.wait()
 
-    def restart(self, timeout: float = 10.0) -> "RedisServer":
+    def restart(self, timeout: float = 10.0) -> RedisServer:
         """Stop the server and start a fresh one on the same port (no data survives)."""
         self.stop()
         return self.start(timeout)
@@ -232,7 +232,7 @@ class RedisServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -267,12 +267,12 @@ def test_stale_temporary_files_are_removed_on_connect(fs):
 
 
 def test_failed_write_leaves_no_temporary_file(fs):
-    from kvstore.testing import FailingStream
+    from kvstore.testing import FailingStream, _Boom
 
-    with pytest.raises(Exception):
+    with pytest.raises(_Boom):
         fs.set("k", (FailingStream(b"x" * 1000), {}), buffer_size=10)
     assert os.listdir(os.path.join(fs.path, ".kvstore", "tmp")) == []
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError):
         with fs.transaction("t"):
             fs.set("a", (io.BytesIO(b"abc"), {}))
             fs.set_metadata("b", {})

@@ -59,7 +59,7 @@ def test_unknown_scheme_lists_the_known_ones() -> None:
 
 class _Custom(kvstore.MemoryStore):
     @classmethod
-    def from_url(cls, url: str, parts: Any, query: Any, **options: Any) -> "_Custom":
+    def from_url(cls, url: str, parts: Any, query: Any, **options: Any) -> _Custom:
         store = cls(name=parts.netloc)
         store.query_seen = dict(query)
         return store

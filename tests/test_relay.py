@@ -942,7 +942,7 @@ def test_tls_via_rediss_url(stores, recorders, caplog):
             sock.sendall(b"PING\r\n")
             try:
                 reply = sock.recv(64)
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 reply = b""
         assert b"PONG" not in reply
 

@@ -74,7 +74,7 @@ class MemoryStore(AbstractStore):
         self._entries: Dict[str, _Entry] = {}
 
     @classmethod
-    def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> "MemoryStore":
+    def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> MemoryStore:
         """``memory://`` (``?name=...`` optional): a new, empty store."""
         if parts.netloc or parts.path.strip("/"):
             raise ValueError(f"a memory:// URL names no place: {url!r}")
