@@ -968,7 +968,9 @@ class AbstractStore(ABC):
 
         The event is re-addressed to this store (``event.store``); ``remote`` is kept.
         """
-        self._send(signals.signal_for(event), event.replace(store=self))
+        if event.store is not self:  # a copy costs more than the rest of the dispatch
+            event = event.replace(store=self)
+        self._send(signals.signal_for(event), event)
 
     @classmethod
     def from_url(cls: Type[_StoreT], url: str, parts: SplitResult, query: Mapping[str, str],

@@ -299,3 +299,22 @@ def test_a_signed_message_of_the_previous_release_is_refused(server, stores, cap
     events, stats = received(server, stores(), V1_SIGNED, SECRET)
     assert events == [] and stats["rejected"] == 1 and stats["delivered"] == 0
     assert 'without "sent"' in caplog.text
+
+
+def test_the_golden_bytes_with_and_without_orjson(stores, monkeypatch):
+    # orjson (optional) encodes and decodes when installed; the stdlib otherwise. The bytes
+    # are the same either way, and so is what the decoder makes of them.
+    from kvstore.relay import wire
+
+    store = stores(ORIGIN)
+    for backend in ({wire._orjson} if wire._orjson is None else {wire._orjson, None}):
+        monkeypatch.setattr(wire, "_orjson", backend)
+        assert wire.pack([(1, golden_event(store))], RELAY_ID, SECRET, 1 << 20, SENT) == [
+            (GOLDEN_SIGNED, 1)]
+        message = wire.decode(GOLDEN_BATCH, SECRET)
+        assert message is not None and message.events == json.loads(GOLDEN_BATCH)["events"]
+        # what orjson would write otherwise than the stdlib goes through the stdlib
+        odd = [{"small": 5e-05, "tiny": 1e-07, "del": "\x7f", "text": "caf\u00e9", "big": 2**70}]
+        assert wire._dumps(odd) == json.dumps(odd, sort_keys=True, separators=(",", ":"))
+        with pytest.raises(ValueError):  # NaN is not JSON
+            wire._loads(b"[NaN]")

@@ -43,6 +43,11 @@ from typing import Any
 
 from ..events import StoreEvent
 
+try:  # optional: 10-15x faster to encode a batch, 3x to decode; the bytes are the same
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the stdlib does it all, only slower
+    _orjson = None
+
 __all__ = ["WIRE_VERSION", "WIRE_TYPES", "WireError", "Message", "encode", "pack", "decode",
            "canonical", "now_ms"]
 
@@ -104,6 +109,44 @@ def now_ms(clock: Any = time.time) -> int:
     return int(clock() * 1000)
 
 
+# orjson writes what the stdlib would not (dataclasses, datetimes): those are refused here.
+_ORJSON_OPTIONS = 0 if _orjson is None else (
+    _orjson.OPT_SORT_KEYS | _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def _dumps(obj: Any) -> str:
+    """``obj`` as canonical JSON text, the same characters as :data:`_ENCODER` makes.
+
+    orjson, when installed, makes them when it can: its output is taken only when it is
+    ASCII without DEL (it escapes neither; the stdlib does) and holds no ``e-`` and no
+    ``0.0000`` (small numbers: it writes ``1e-7`` or ``0.00005`` where the stdlib writes
+    ``1e-07`` and ``5e-05``); otherwise the stdlib encodes. One
+    difference is left: orjson writes NaN and infinities as ``null`` where the stdlib
+    refuses them, but a store refuses them in metadata before any event is made.
+    Raises TypeError, ValueError.
+    """
+    if _orjson is not None:
+        try:
+            out = _orjson.dumps(obj, option=_ORJSON_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError: let the stdlib say why, or do it
+            out = b"\x80"
+        # (three scans for bytes cost far less than one regular expression)
+        if out.isascii() and b"e-" not in out and b"0.0000" not in out and b"\x7f" not in out:
+            return out.decode("ascii")
+    return _ENCODER.encode(obj)
+
+
+def _loads(data: bytes) -> Any:
+    """A JSON document (UTF-8 bytes); NaN and infinities are refused. Raises ValueError,
+    UnicodeDecodeError, RecursionError."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except ValueError:  # orjson.JSONDecodeError: the stdlib decides (and says why)
+            pass
+    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+
+
 def canonical(obj: Any) -> bytes:
     """``obj`` as canonical JSON: sorted keys, no spaces, ASCII. Raises TypeError, ValueError."""
     return _ENCODER.encode(obj).encode("ascii")
@@ -153,7 +196,7 @@ def pack(batch: Sequence[tuple[int, StoreEvent]], relay: str, secret: bytes | No
     # call for the whole batch costs far less than one per event.
     if batch[-1][0] - first == len(batch) - 1:
         try:
-            whole: str | None = _ENCODER.encode([event.to_dict() for _, event in batch])
+            whole: str | None = _dumps([event.to_dict() for _, event in batch])
         except (TypeError, ValueError):
             whole = None
         if whole is not None and len(whole) <= limit:
@@ -163,7 +206,7 @@ def pack(batch: Sequence[tuple[int, StoreEvent]], relay: str, secret: bytes | No
 
 def _encode_one(event: StoreEvent, relay: str, max_message_size: int) -> str | None:
     try:
-        text = _ENCODER.encode(event.to_dict())
+        text = _dumps(event.to_dict())
     except (TypeError, ValueError):
         log.exception("relay %s: cannot encode %s as JSON; not relayed", relay[:6],
                       type(event).__name__)
@@ -223,7 +266,7 @@ def _as_bytes(data: Any, max_message_size: int) -> bytes:
 def _parse(data: bytes) -> tuple[dict[str, Any], Message]:
     """The envelope of a message, checked: (object, message)."""
     try:
-        envelope = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        envelope = _loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WireError(f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(envelope, dict) or envelope.get("kvstore") != WIRE_VERSION:
