@@ -197,16 +197,24 @@ class Inbox:
     def prime(self, data: Any, entry_ms: int) -> None:
         """Durable mode, with a secret: remember the event numbers of a message read back
         from before this relay's position, without delivering it, so that a copy of it
-        added to the stream later is a duplicate. Messages that fail a check are ignored."""
+        added to the stream later is a duplicate. Messages that fail a check are ignored.
+
+        Only the signature and freshness are checked, not each event's schema: a message
+        signed with the secret was made by a relay that has it, and the events need not
+        be built (priming may read back many)."""
+        if self.secret is None:
+            return  # unsigned numbers are anyone's to claim: nothing to remember
         try:
-            checked = self._check(data, entry_ms)
+            message = wire.decode(data, self.secret, ignore=self.relay_id,
+                                  max_message_size=self.max_message_size)
+            if message is None:
+                return
+            self._check_fresh(message, entry_ms)
         except Exception:  # not ours to report: the relay that read it did
             return
-        if checked is not None:
-            message = checked[0]
-            last = self._seen.get(message.relay)
-            if last is None or last[0] < message.last:
-                self._remember(message.relay, message.last, message.sent or 0)
+        last = self._seen.get(message.relay)
+        if last is None or last[0] < message.last:
+            self._remember(message.relay, message.last, message.sent or 0)
 
     def _check(self, data: Any, entry_ms: int | None
                ) -> tuple[wire.Message, list[StoreEvent | None]] | None:
