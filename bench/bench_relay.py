@@ -2,15 +2,18 @@
 
 Usage::
 
-    python bench/bench_relay.py [--burst N] [--paced N] [--sets N]
+    python bench/bench_relay.py [--burst N] [--paced N] [--sets N] [--rounds N] [--pairs-only]
 
 Starts its own redis-server on 127.0.0.1 (tests/redis_server.py) and prints:
 
 1. events/s and p50/p99 latency between two processes: a store + relay writing
    ``set_metadata`` in this process, a store + relay receiving in a child process, next to
-   raw redis-py ``PUBLISH`` -> pub/sub receive of a message of the same size. Throughput
-   comes from a burst (as fast as the sender goes); latency from paced sends (one per ms),
-   measured from the write (the event's timestamp) to the remote receiver being called.
+   raw redis-py ``PUBLISH`` -> pub/sub receive of a message of the same size, and next to
+   pipelined redis-py (the burst sent ``PIPELINE`` messages per round trip, what a
+   batching sender can reach; its paced sends are single PUBLISHes). Throughput comes from
+   a burst (as fast as the sender goes); latency from paced sends (one per ms), measured
+   from the write (the event's timestamp) to the remote receiver being called. With
+   ``--rounds N`` the three are run N times, interleaved, on one server.
 2. the cost of an attached relay on ``MemoryStore.set`` of a 100-byte value, as a ratio to
    the same loop without a relay (and with a no-op subscriber, the price of having
    events at all).
@@ -18,6 +21,7 @@ Starts its own redis-server on 127.0.0.1 (tests/redis_server.py) and prints:
    instances on one directory take turns, one with a relay attached (``overhead_fs``).
 
 Goals (issue 5): relay >= 50% of raw throughput, p50 < 2 ms on loopback, set overhead < 20%.
+Goal (issue 16): relay >= 50k events/s between two processes, p50 < 2 ms at one event per ms.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from tests.redis_server import RedisServer  # noqa: E402
 
 CHANNEL = "bench"
 PAD = "x" * 160  # raw messages as long as the relay's JSON for the same event
+PIPELINE = 256  # messages per round trip of the pipelined redis-py burst
+MODES = ("raw", "pipelined", "relay")
 
 
 # ----------------------------------------------------------------- child side
@@ -75,7 +81,7 @@ class Collector:
 
 def child(mode: str, url: str, burst: int, paced: int) -> None:
     collector = Collector({"burst": burst, "paced": paced})
-    if mode == "raw":
+    if mode != "relay":
         import redis
 
         client = redis.Redis.from_url(url)
@@ -130,14 +136,20 @@ def expect(proc: subprocess.Popen, line: str) -> None:
 def run_pair(mode: str, url: str, burst: int, paced: int) -> Dict[str, Any]:
     proc = spawn(mode, url, burst, paced)
     try:
-        if mode == "raw":
+        if mode != "relay":
             import redis
 
             client = redis.Redis.from_url(url)
+            pipe = client.pipeline(transaction=False)
 
             def send(phase: str, i: int) -> None:
-                client.publish(CHANNEL, json.dumps(
-                    {"phase": phase, "i": i, "t": time.time(), "pad": PAD}))
+                payload = json.dumps({"phase": phase, "i": i, "t": time.time(), "pad": PAD})
+                if mode == "raw" or phase == "paced":
+                    client.publish(CHANNEL, payload)
+                    return
+                pipe.publish(CHANNEL, payload)
+                if len(pipe) >= PIPELINE or i == burst - 1:
+                    pipe.execute()
         else:
             store = kvstore.MemoryStore(name="parent")
             store.connect()
@@ -162,7 +174,7 @@ def run_pair(mode: str, url: str, burst: int, paced: int) -> Dict[str, Any]:
         result = json.loads(proc.stdout.readline())
         proc.wait(30)
     finally:
-        if mode == "raw":
+        if mode != "relay":
             client.close()
         else:
             relay.stop()
@@ -283,35 +295,61 @@ def overhead_fs(url: str, n: int = 1000, pairs: int = 30, **options: Any) -> Dic
             "cpu_ratio": statistics.median(cpu_ratios)}
 
 
+def pairs(url: str, burst: int, paced: int, rounds: int) -> None:
+    """Raw, pipelined and relay, ``rounds`` times interleaved; a table per round and the
+    ratios of the medians."""
+    import statistics
+
+    labels = {"raw": "raw redis-py PUBLISH", "pipelined": f"redis-py pipelined x{PIPELINE}",
+              "relay": "RedisRelay set_metadata"}
+    runs: Dict[str, List[Dict[str, float]]] = {mode: [] for mode in MODES}
+    for n in range(rounds):
+        rows = {}
+        for mode in MODES:
+            r = run_pair(mode, url, burst, paced)
+            b, p = r["burst"], r["paced"]
+            rows[mode] = {
+                "rate": b["count"] / b["span"],
+                "p50": pct(p["lat"], 0.50) * 1e3,
+                "p99": pct(p["lat"], 0.99) * 1e3,
+                "burst_p50": pct(b["lat"], 0.50) * 1e3,
+                "lost": burst + paced - b["count"] - p["count"],
+            }
+            runs[mode].append(rows[mode])
+        print(f"round {n + 1}/{rounds}:")
+        print(f"  {'':28}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'burst p50':>11}{'lost':>6}")
+        for mode in MODES:
+            row = rows[mode]
+            print(f"  {labels[mode]:28}{row['rate']:10.0f}{row['p50']:9.3f}{row['p99']:9.3f}"
+                  f"{row['burst_p50']:11.2f}{row['lost']:6d}")
+        print(f"  relay / raw {rows['relay']['rate'] / rows['raw']['rate']:.2f}, relay / "
+              f"pipelined {rows['relay']['rate'] / rows['pipelined']['rate']:.2f}")
+    med = {mode: {k: statistics.median(r[k] for r in runs[mode]) for k in ("rate", "p50")}
+           for mode in MODES}
+    print(f"medians of {rounds}: relay {med['relay']['rate']:.0f} events/s (goal >= 50000), "
+          f"p50 {med['relay']['p50']:.3f} ms (goal < 2 ms); raw {med['raw']['rate']:.0f}/s, "
+          f"pipelined {med['pipelined']['rate']:.0f}/s; relay / raw "
+          f"{med['relay']['rate'] / med['raw']['rate']:.2f}, relay / pipelined "
+          f"{med['relay']['rate'] / med['pipelined']['rate']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", type=int, default=20000)
     parser.add_argument("--paced", type=int, default=2000)
     parser.add_argument("--sets", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pairs-only", action="store_true",
+                        help="only the two-process figures (not the set overhead)")
     args = parser.parse_args()
     # The relay logs each burst of drops; the counts are printed below instead.
     logging.getLogger("kvstore.relay").setLevel(logging.ERROR)
     with RedisServer() as server:
         print(f"redis-server on {server.host}:{server.port}; burst={args.burst} "
               f"paced={args.paced} sets={args.sets}")
-        rows = {}
-        for mode in ("raw", "relay"):
-            r = run_pair(mode, server.url, args.burst, args.paced)
-            burst, paced = r["burst"], r["paced"]
-            rows[mode] = {
-                "rate": burst["count"] / burst["span"],
-                "p50": pct(paced["lat"], 0.50) * 1e3,
-                "p99": pct(paced["lat"], 0.99) * 1e3,
-                "burst_p50": pct(burst["lat"], 0.50) * 1e3,
-                "lost": args.burst + args.paced - burst["count"] - paced["count"],
-            }
-        print(f"{'':28}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'burst p50':>11}{'lost':>6}")
-        for mode, label in (("raw", "raw redis-py PUBLISH"), ("relay", "RedisRelay set_metadata")):
-            row = rows[mode]
-            print(f"{label:28}{row['rate']:10.0f}{row['p50']:9.3f}{row['p99']:9.3f}"
-                  f"{row['burst_p50']:11.2f}{row['lost']:6d}")
-        print(f"relay / raw throughput: {rows['relay']['rate'] / rows['raw']['rate']:.2f} "
-              f"(goal >= 0.50); relay p50 {rows['relay']['p50']:.3f} ms (goal < 2 ms)")
+        pairs(server.url, args.burst, args.paced, args.rounds)
+        if args.pairs_only:
+            return
 
         o = overhead(server.url, args.sets)
         best, dropped = o["best"], o["dropped"]

@@ -97,5 +97,7 @@ class BusMixin:
 
         The event is re-addressed to this store (``event.store``); ``remote`` is kept.
         """
-        self._send(signals.signal_for(event), event.replace(store=self))
+        if event.store is not self:  # a copy costs more than the rest of the dispatch
+            event = event.replace(store=self)
+        self._send(signals.signal_for(event), event)
 

@@ -127,8 +127,9 @@ def stores():
 
 def wire(event: Any, relay: str = "f" * 32, n: int = 1, secret: Optional[bytes] = None,
          **override: Any) -> bytes:
-    """A message in the relay's wire format (documented in kvstore.relay)."""
-    envelope = {"kvstore": 1, "relay": relay, "n": n, "events": [event.to_dict()]}
+    """A message in the relay's wire format (documented in kvstore.relay.wire), made now."""
+    envelope = {"kvstore": 1, "relay": relay, "n": n, "events": [event.to_dict()],
+                "sent": int(time.time() * 1000)}
     envelope.update(override)
     if secret is not None:
         body = json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()

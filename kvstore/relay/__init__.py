@@ -26,12 +26,15 @@ Design
   decodes it). A message is one JSON object carrying one or more events
   (``StoreEvent.to_dict()``) of one relay::
 
-      {"events":[{...},{...}],"kvstore":1,"n":17,"relay":"<relay id>","sig":"<hex>"}
+      {"events":[{...},{...}],"kvstore":1,"n":17,"relay":"<relay id>","sent":<ms>,
+       "sig":"<hex>"}
 
   The events are numbered ``n``, ``n + 1``, ... per relay, so receivers drop duplicates (a
   publish retried after a connection error) and report missing events (:data:`relay_gap`).
   ``sig`` is present with ``secret=``: HMAC-SHA256 of the canonical JSON (sorted keys, no
-  spaces, ASCII) of the object without ``sig``.
+  spaces, ASCII) of the object without ``sig``. ``sent`` (the publisher's clock) lets a
+  relay with a secret refuse replayed copies (:mod:`kvstore.relay.inbox` has the rules and
+  the clock assumption). A message is checked whole before it changes what a relay knows.
 
 Importing this package needs no redis-py; making a :class:`RedisRelay` does.
 """

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from .. import signals
 from .._bridge import Bridge
@@ -50,7 +50,12 @@ class RedisRelay(Bridge):
         XREAD from the last id read), so a relay that was disconnected receives, in order,
         what it missed while the stream still holds it.
     secret : bytes or str. When given, every message is signed with HMAC-SHA256 and unsigned
-        or forged messages are dropped.
+        or forged messages are dropped, and so are replayed copies of genuine ones (see
+        :mod:`kvstore.relay.inbox` for how, and the clock assumption).
+    replay_window : seconds; with ``secret``, a message is refused when the time it was
+        sent (the publisher's clock) is further than this from the receiver's clock
+        (pub/sub) or from the time of its stream entry (durable: the Redis server's
+        clock). The clocks of the relays' hosts and of Redis must agree well within it.
     queue_size : events waiting to be published at most.
     on_full : what a store write does when the queue is full: ``"drop_oldest"`` (default;
         the oldest waiting event is dropped and counted in a logged warning; receivers
@@ -102,6 +107,8 @@ class RedisRelay(Bridge):
     max_read_entries = 128
     #: Seconds of the socket timeouts of a client the relay makes from a URL.
     socket_timeout = 5.0
+    #: The wall clock (seconds since the epoch) that stamps and checks ``sent``.
+    clock: Callable[[], float] = staticmethod(time.time)
 
     def __init__(
         self,
@@ -111,6 +118,7 @@ class RedisRelay(Bridge):
         channel: str = "kvstore",
         durable: bool = False,
         secret: bytes | str | None = None,
+        replay_window: float = 30.0,
         queue_size: int = 10000,
         on_full: str = "drop_oldest",
         progress: bool = True,
@@ -140,6 +148,9 @@ class RedisRelay(Bridge):
         self.flush_timeout = float(flush_timeout)
         self._backoff = (float(backoff[0]), float(backoff[1]))
         self._secret = secret
+        self.replay_window = float(replay_window)
+        if not self.replay_window > 0:
+            raise ValueError("replay_window must be > 0")
         self._origin = store.origin
         #: id of this relay, carried by every message it publishes.
         self.relay_id = uuid.uuid4().hex
@@ -148,8 +159,9 @@ class RedisRelay(Bridge):
         self._gate = ProgressGate(float(progress_interval), int(progress_min_bytes))
         self._client, self._owns_client, self._url = open_client(self._redis, redis,
                                                                  self.socket_timeout)
+        self._inbox = Inbox(self, store, channel, secret, self.max_message_size,
+                            self.replay_window, self._clock)
         self._transport = self._make_transport(int(maxlen), since, float(health_check_interval))
-        self._inbox = Inbox(self, store, channel, secret, self.max_message_size)
         self._lock = threading.Lock()  # guards _stats
         self._abort = threading.Event()
         self._stop_recv = threading.Event()
@@ -166,7 +178,11 @@ class RedisRelay(Bridge):
             return StreamTransport(
                 self._redis, self._client, self.channel, self.poll_interval, maxlen=maxlen,
                 since=since, read_count=min(self._outbox.batch_size, self.max_read_entries),
-                on_trimmed=self._trimmed)
+                on_trimmed=self._trimmed,
+                # with a secret, what precedes the position is read back, so that copies
+                # of it added later are known (see kvstore.relay.inbox)
+                prime=None if self._secret is None else self._inbox.prime,
+                prime_ms=int(self.replay_window * 1000))
         return PubSubTransport(self._redis, self._client, self.channel, self.poll_interval,
                                health_check_interval)
 
@@ -256,6 +272,7 @@ class RedisRelay(Bridge):
             return self
         self._outbox.open()
         self._inbox.relay_id, self._inbox.name = self.relay_id, self.relay_id[:6]
+        self._inbox.start_ms = None  # set when subscribed
         self._abort.clear()
         self._stop_recv.clear()
         self._ready.clear()
@@ -344,12 +361,12 @@ class RedisRelay(Bridge):
             if not batch or self._abort.is_set():
                 unsent += len(batch) + outbox.clear()
                 break
-            messages = wire.pack(batch, self.relay_id, self._secret, self.max_message_size)
-            if not messages:
-                continue
-            if not self._publish(messages, backoff):
-                unsent += sum(count for _, count in messages) + outbox.clear()
+            published = self._publish(batch, backoff)
+            if published is None:
+                unsent += len(batch) + outbox.clear()
                 break
+            if not published:
+                continue
             now = time.monotonic()
             interval, last_sent = now - last_sent, now
             wait = outbox.next_wait(wait, len(batch), interval)
@@ -360,10 +377,15 @@ class RedisRelay(Bridge):
             log.warning("relay %s: stopped with %d events unpublished (Redis unreachable for "
                         "flush_timeout=%.1fs)", self.relay_id[:6], unsent, self.flush_timeout)
 
-    def _publish(self, messages: list[tuple[bytes, int]], backoff: Backoff) -> bool:
-        """Publish messages, retrying them in order until Redis takes them (True) or stop()
-        gives up (False)."""
+    def _publish(self, batch: list[tuple[int, StoreEvent]], backoff: Backoff) -> int | None:
+        """Publish a batch, retrying it until Redis takes it (the number of events it took:
+        some may not encode) or stop() gives up (None). Each attempt encodes the batch
+        anew, so that ``sent`` says when it was really sent."""
         while True:
+            messages = wire.pack(batch, self.relay_id, self._secret, self.max_message_size,
+                                 wire.now_ms(self.clock))
+            if not messages:
+                return 0
             try:
                 self._transport.publish([payload for payload, _ in messages])
                 break
@@ -371,13 +393,14 @@ class RedisRelay(Bridge):
                 delay = backoff.next()
                 self._set_state("send", False, exc, delay)
                 if self._abort.wait(delay):
-                    return False
+                    return None
         backoff.reset()
         self._set_state("send", True)
+        count = sum(count for _, count in messages)
         with self._lock:
-            self._stats["published"] += sum(count for _, count in messages)
+            self._stats["published"] += count
             self._stats["messages"] += len(messages)
-        return True
+        return count
 
     # -------------------------------------------------------- receiving side
 
@@ -400,6 +423,7 @@ class RedisRelay(Bridge):
         self._ready.clear()
 
     def _became_ready(self, backoff: Backoff) -> None:
+        self._inbox.listening()
         backoff.reset()
         with self._lock:
             self._stats["subscriptions"] += 1
@@ -408,9 +432,12 @@ class RedisRelay(Bridge):
         self._set_state("receive", True)
         self._ready.set()
 
-    def _trimmed(self, after_id: str, first_id: str | None) -> None:
-        self._inbox.report(RelayGap(channel=self.channel, reason="trimmed", after_id=after_id,
+    def _trimmed(self, after_id: str, first_id: str | None, reason: str) -> None:
+        self._inbox.report(RelayGap(channel=self.channel, reason=reason, after_id=after_id,
                            resumed_id=first_id))
+
+    def _clock(self) -> float:
+        return self.clock()
 
     # --------------------------------------------------------------- helpers
 

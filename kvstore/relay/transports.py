@@ -26,6 +26,9 @@ log = logging.getLogger("kvstore.relay")
 
 INSTALL_HINT = "pip install 'kvstore[redis]'"
 
+#: ``handle(message, entry_ms)``: what a transport calls for each message it reads.
+Handler = Callable[[Any, "int | None"], None]
+
 
 def import_redis() -> Any:
     """The redis module; ImportError naming the extra to install when it is missing."""
@@ -142,9 +145,10 @@ class Transport(ABC):
 
     @abstractmethod
     def receive(self, stop: threading.Event, ready: Callable[[], None],
-                handle: Callable[[Any], None]) -> None:
-        """Read until ``stop`` is set: ``ready()`` once listening, ``handle(message)`` for
-        each message (never raises). Raises on a connection error."""
+                handle: Handler) -> None:
+        """Read until ``stop`` is set: ``ready()`` once listening, ``handle(message,
+        entry_ms)`` for each message (never raises; ``entry_ms`` is the time in a stream
+        entry's id, None for pub/sub). Raises on a connection error."""
 
     def socket_timeout(self) -> float | None:
         try:
@@ -235,7 +239,7 @@ class PubSubTransport(Transport):
         return [("PUBLISH", self.channel, payload) for payload in payloads]
 
     def receive(self, stop: threading.Event, ready: Callable[[], None],
-                handle: Callable[[Any], None]) -> None:
+                handle: Handler) -> None:
         pubsub = self.client.pubsub()
         try:
             pubsub.subscribe(self.channel)
@@ -247,7 +251,7 @@ class PubSubTransport(Transport):
                 log.debug("closing the pub/sub connection failed", exc_info=True)
 
     def _listen(self, pubsub: Any, stop: threading.Event, ready: Callable[[], None],
-                handle: Callable[[Any], None]) -> None:
+                handle: Handler) -> None:
         last_rx = last_ping = time.monotonic()
         interval = self.health_check_interval
         while not stop.is_set():
@@ -264,7 +268,7 @@ class PubSubTransport(Transport):
             last_rx = now
             kind = message.get("type")
             if kind in ("message", b"message"):
-                handle(message.get("data"))
+                handle(message.get("data"), None)
             elif kind in ("subscribe", b"subscribe"):
                 # Also seen when redis-py reconnects and re-subscribes by itself.
                 ready()
@@ -279,19 +283,30 @@ class StreamTransport(Transport):
     since : where to start reading: None for entries added from now on, ``"0"`` for all
         the stream holds, or an id to resume after.
     read_count : entries (whole messages) read at most at once.
-    on_trimmed : called as ``on_trimmed(after_id, first_id)`` when the stream no longer
-        holds entries after ``after_id`` that it had.
+    on_trimmed : called as ``on_trimmed(after_id, first_id, reason)`` when the stream no
+        longer holds entries after ``after_id`` that it had: ``reason`` is ``"trimmed"``
+        (trimmed past it) or ``"missing"`` (the entry ``after_id`` itself is gone, and
+        the stream was not trimmed past it: deleted, or lost by a Redis restart).
+    prime : when given, ``prime(message, entry_ms)`` is called, each time the receiver
+        positions itself, for the entries of the ``prime_ms`` before its position, oldest
+        first (they are not delivered: see ``Inbox.prime``).
     """
+
+    #: Entries read back at most when priming (the stream's maxlen bounds them too).
+    max_prime_entries = 100_000
 
     kind = "stream"
 
     def __init__(self, redis: Any, client: Any, channel: str, poll_interval: float, *,
                  maxlen: int, since: str | None, read_count: int,
-                 on_trimmed: Callable[[str, str | None], None]) -> None:
+                 on_trimmed: Callable[[str, str | None, str], None],
+                 prime: Callable[[Any, int], None] | None = None, prime_ms: int = 0) -> None:
         super().__init__(redis, client, channel, poll_interval)
         self.maxlen = maxlen
         self.read_count = read_count
         self.on_trimmed = on_trimmed
+        self.prime = prime
+        self.prime_ms = prime_ms
         self._last_id = None if since is None else as_str(since)
         timeout = self.socket_timeout()
         block = poll_interval if timeout is None else min(poll_interval, timeout / 2)
@@ -306,17 +321,21 @@ class StreamTransport(Transport):
                 for payload in payloads]
 
     def receive(self, stop: threading.Event, ready: Callable[[], None],
-                handle: Callable[[Any], None]) -> None:
+                handle: Handler) -> None:
         if self._last_id is None:
             newest = self.client.xrevrange(self.channel, count=1)
             self._last_id = as_str(newest[0][0]) if newest else "0-0"
-            lagging = False
+            resuming = False
         else:
-            lagging = True  # resuming: check the stream still reaches back to last_id
+            resuming = True  # check the stream still holds last_id and what follows it
+        if self.prime is not None:
+            self._prime(self._last_id)
         ready()
+        lagging = resuming
         while not stop.is_set():
-            response = self._read_lagging() if lagging else self.client.xread(
+            response = self._read_lagging(resuming) if lagging else self.client.xread(
                 {self.channel: self._last_id}, count=self.read_count, block=self.block_ms)
+            resuming = False
             entries: list[Any] = []
             for _, items in response or []:
                 entries.extend(items)
@@ -325,32 +344,55 @@ class StreamTransport(Transport):
                 data = None
                 if isinstance(fields, dict):
                     data = fields.get(b"m", fields.get("m"))
-                handle(data)
+                handle(data, parse_id(entry_id)[0])
             lagging = len(entries) >= self.read_count
 
-    def _read_lagging(self) -> Any:
-        """Read after the last id, and check (atomically) that nothing after it was lost."""
+    def _prime(self, position: str) -> None:
+        """Hand ``prime`` the entries of the ``prime_ms`` up to ``position``, oldest first."""
+        assert self.prime is not None
+        ms = parse_id(position)[0]
+        if position == "0-0" or self.prime_ms <= 0:
+            return
+        low = f"{max(0, ms - self.prime_ms)}-0"
+        high, entries = position, []  # type: tuple[str, list[Any]]
+        while len(entries) < self.max_prime_entries:
+            chunk = self.client.xrevrange(self.channel, max=high, min=low, count=512)
+            entries.extend(chunk)
+            if len(chunk) < 512:
+                break
+            high = "(" + as_str(chunk[-1][0])
+        for entry_id, fields in reversed(entries):
+            if isinstance(fields, dict):
+                self.prime(fields.get(b"m", fields.get("m")), parse_id(entry_id)[0])
+
+    def _read_lagging(self, resuming: bool = False) -> Any:
+        """Read after the last id, and check (atomically) that nothing after it was lost;
+        ``resuming``: also that the stream still holds the entry of the last id."""
         after = self._last_id
         assert after is not None
         pipe = self.client.pipeline(transaction=True)
         pipe.xinfo_stream(self.channel)
+        pipe.xrange(self.channel, min=after, max=after, count=1)
         pipe.xread({self.channel: after}, count=self.read_count)
-        info, response = pipe.execute(raise_on_error=False)
-        for result in (info, response):
+        info, present, response = pipe.execute(raise_on_error=False)
+        for result in (info, present, response):
             if isinstance(result, self.redis.exceptions.ConnectionError):
                 raise result
         if isinstance(response, Exception):
             raise response
+        if parse_id(after) == (0, 0):
+            return response
         if isinstance(info, dict):
-            self._check_trimmed(info, after)
+            self._check_trimmed(info, after, bool(present) or not resuming)
+        elif resuming and isinstance(info, self.redis.exceptions.ResponseError):
+            self.on_trimmed(after, None, "missing")  # no such key: the stream is gone
         return response
 
-    def _check_trimmed(self, info: dict[Any, Any], after: str) -> None:
-        """Say so when the stream dropped entries newer than ``after``."""
+    def _check_trimmed(self, info: dict[Any, Any], after: str, present: bool) -> None:
+        """Say so when the stream dropped entries newer than ``after``, or (``present``
+        False) no longer holds ``after`` though it was not trimmed past it."""
         info = {as_str(k): v for k, v in info.items()}
         after_t = parse_id(after)
-        if after_t == (0, 0):
-            return
         first = info.get("first-entry")
         first_id = as_str(first[0]) if first else None
         max_deleted = info.get("max-deleted-entry-id")
@@ -358,7 +400,13 @@ class StreamTransport(Transport):
             parse_id(max_deleted) != (0, 0) or info.get("entries-added") == info.get("length"))
         if trusted:
             lost = parse_id(max_deleted) > after_t
+            # the entry itself is gone, and this stream never deleted it: it is another
+            # stream now (deleted and made again, or Redis restarted without its AOF)
+            missing = not present and parse_id(max_deleted) < after_t
         else:  # Redis < 7 (or a fake): only the oldest entry left tells
             lost = first_id is not None and parse_id(first_id) > after_t
+            missing = not present and first_id is None
         if lost:
-            self.on_trimmed(after, first_id)
+            self.on_trimmed(after, first_id, "trimmed")
+        elif missing:
+            self.on_trimmed(after, first_id, "missing")
