@@ -101,6 +101,9 @@ class RedisRelay(Bridge):
     ------
     Sends the events received from other relays on the store's signals, with
     ``event.remote == True``; sends :data:`relay_gap` when it knows events were lost.
+
+    ``wait_ready(timeout)`` waits until the receiver is subscribed (pub/sub) or
+    positioned in the stream (durable).
     """
 
     #: Stream entries (whole messages, up to max_message_size each) read at most at once.
@@ -243,19 +246,6 @@ class RedisRelay(Bridge):
     def is_connected(self) -> bool:
         """Whether the receiver is subscribed and the sender's last attempt succeeded."""
         return self._ready.is_set() and self._send_up is not False
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the receiver is subscribed (pub/sub) or positioned (durable).
-
-        Parameters
-        ----------
-        timeout : seconds; None waits as long as it takes.
-
-        Returns
-        -------
-        bool : whether the relay is ready.
-        """
-        return self._ready.wait(timeout)
 
     def start(self) -> RedisRelay:
         """Start relaying. Returns at once, even if Redis is unreachable (it retries).

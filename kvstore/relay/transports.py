@@ -22,9 +22,11 @@ __all__ = ["INSTALL_HINT", "Backoff", "PubSubTransport", "StreamTransport", "Tra
 
 import logging
 
+from .._optional import install_hint, require
+
 log = logging.getLogger("kvstore.relay")
 
-INSTALL_HINT = "pip install 'kvstore[redis]'"
+INSTALL_HINT = install_hint("redis")
 
 #: ``handle(message, entry_ms)``: what a transport calls for each message it reads.
 Handler = Callable[[Any, "int | None"], None]
@@ -32,11 +34,7 @@ Handler = Callable[[Any, "int | None"], None]
 
 def import_redis() -> Any:
     """The redis module; ImportError naming the extra to install when it is missing."""
-    try:
-        import redis
-    except ImportError as exc:
-        raise ImportError(f"kvstore.relay.RedisRelay needs redis-py: {INSTALL_HINT}") from exc
-    return redis
+    return require("redis", "redis", needed_by="kvstore.relay.RedisRelay")
 
 
 def redact_url(url: str) -> str:
