@@ -227,7 +227,7 @@ class EventStream:
         """
         event = self._take(None if timeout is None else time.monotonic() + timeout)
         if event is not None:
-            self._sequence = event.sequence
+            self._sequence = getattr(event, "sequence", None)
         return event
 
     def _take(self, deadline: Optional[float]) -> Optional[StoreEvent]:
@@ -258,13 +258,13 @@ class EventStream:
         if executor is not None:
             executor.shutdown(wait=False)  # its worker returns at once: the source is closed
 
-    def __enter__(self) -> "EventStream":
+    def __enter__(self) -> EventStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __iter__(self) -> "EventStream":
+    def __iter__(self) -> EventStream:
         return self
 
     def __next__(self) -> StoreEvent:
@@ -275,13 +275,13 @@ class EventStream:
 
     # ------------------------------------------------------------ asyncio
 
-    async def __aenter__(self) -> "EventStream":
+    async def __aenter__(self) -> EventStream:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
 
-    def __aiter__(self) -> "EventStream":
+    def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> StoreEvent:
@@ -300,7 +300,7 @@ class EventStream:
                 raise
             self._ready.extend(batch)
         event = self._ready.popleft()
-        self._sequence = event.sequence
+        self._sequence = getattr(event, "sequence", None)
         return event
 
     def _take_batch(self) -> List[StoreEvent]:
