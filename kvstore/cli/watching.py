@@ -1,5 +1,5 @@
-"""``kvstore watch``: one JSON line per change, through the filesystem watcher or a Redis
-relay, until interrupted."""
+"""``kvstore watch``: one JSON line per change, pulled from a filesystem store's journal
+(``store.events()``) or heard through a Redis relay, until interrupted."""
 
 from __future__ import annotations
 
