@@ -7,6 +7,8 @@ Measures, in one run and on the same machine:
 * **burst**: another process commits N changes back to back; the latency of each;
 * **bridge throughput**: a journal backlog of M changes delivered by a fresh watcher
   (``since=``), in events per second;
+* **event stream**: the same single changes and backlog read through ``store.events()``
+  (``next(stream)`` in a thread of this process) instead of the watcher's signals;
 * **raw inotify** (the floor the bridge sits on): another process writes a plain file;
   latency until a watchdog handler in this process sees it closed.
 
@@ -21,6 +23,7 @@ Run: ``python bench/bench_watch.py`` (options: ``--help``). Needs ``kvstore[watc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import resource
@@ -106,16 +109,25 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def kvstore_latencies(kind: str, n: int) -> Tuple[List[float], float, float]:
-    """Latencies (s) of ``n`` changes of ``kind`` from a child process; elapsed seconds from
-    the first commit to the last signal; this process's CPU seconds meanwhile."""
+def kvstore_latencies(kind: str, n: int, via: str = "watcher") -> Tuple[List[float], float, float]:
+    """Latencies (s) of ``n`` changes of ``kind`` from a child process, heard through the
+    watcher's signals or ``next(stream)`` of ``store.events()``; elapsed seconds from the
+    first commit to the last arrival; this process's CPU seconds meanwhile."""
     with tempfile.TemporaryDirectory() as tmp, kvstore.FileSystemStore(tmp, create=True) as store:
         arrivals = Arrivals()
+        with contextlib.ExitStack() as stack:
+            if via == "stream":
+                stream = stack.enter_context(store.events())
+                reader = threading.Thread(target=lambda: [arrivals.add(e) for e in stream])
+                reader.start()
+                stack.callback(reader.join)
+                stack.callback(stream.close)
+            else:
+                def receiver(sender: Any, event: Any = None) -> None:
+                    arrivals.add(event)
 
-        def receiver(sender: Any, event: Any = None) -> None:
-            arrivals.add(event)
-
-        with signals.store_set.connected_to(receiver, sender=store), FileSystemWatcher(store):
+                stack.enter_context(signals.store_set.connected_to(receiver, sender=store))
+                stack.enter_context(FileSystemWatcher(store))
             cpu = cpu_seconds()
             proc = spawn(kind, tmp, n)
             arrivals.wait_for(n, timeout=60 + n * 0.05)
@@ -149,6 +161,19 @@ def bridge_throughput(m: int) -> float:
                     raise SystemExit(f"only {count} of {m} backlog events within 120 s")
                 elapsed = time.perf_counter() - t0
         return m / elapsed
+
+
+def stream_throughput(m: int) -> float:
+    """Events per second ``next(stream)`` yields from a backlog of ``m`` rows (``since=``)."""
+    with tempfile.TemporaryDirectory() as tmp, kvstore.FileSystemStore(tmp, create=True) as store:
+        before = store.last_sequence()
+        finish(spawn("backlog", tmp, m), 300)
+        t0 = time.perf_counter()
+        with store.events(since=before) as stream:
+            for count, _ in enumerate(stream, 1):
+                if count == m:
+                    break
+        return m / (time.perf_counter() - t0)
 
 
 def inotify_latencies(n: int) -> List[float]:
@@ -217,6 +242,8 @@ def main() -> None:
     burst_lat, burst_elapsed, burst_cpu = kvstore_latencies("burst", args.burst)
     burst = stats(burst_lat)
     rate = bridge_throughput(args.backlog)
+    stream_single = stats(kvstore_latencies("singles", args.singles, via="stream")[0])
+    stream_rate = stream_throughput(args.backlog)
 
     print("latency, another process's commit -> this process's signal")
     print(row("raw inotify (file write -> watchdog)", raw))
@@ -224,12 +251,18 @@ def main() -> None:
     print(row(f"FileSystemWatcher, {args.burst}-change burst", burst))
     print(f"  burst end to end: {args.burst / burst_elapsed:,.0f} changes/s (bounded by the writer); "
           f"listener CPU {burst_cpu / args.burst * 1e6:.0f} us per event (watchdog's threads included)")
+    print(row("EventStream next(), single changes", stream_single))
     print(f"bridge throughput (backlog of {args.backlog:,} via since=): {rate:,.0f} events/s")
+    print(f"stream throughput (backlog of {args.backlog:,} via since=): {stream_rate:,.0f} events/s")
     print("ratios to raw inotify (p50 / p99):")
     for name, s in (("single", single), ("burst", burst)):
         print(f"  {name:<7} {s['p50'] / raw['p50']:5.1f}x / {s['p99'] / raw['p99']:5.1f}x")
     ok = all(s["p50"] < 10 and s["p99"] < 50 for s in (single, burst))
     print(f"targets (p50 < 10 ms, p99 < 50 ms, singles and burst): {'met' if ok else 'NOT met'}")
+    ratio = (stream_single["p50"] / single["p50"], stream_single["p99"] / single["p99"])
+    stream_ok = max(ratio) <= 1.5 and stream_rate >= rate
+    print(f"stream vs watcher: latency p50 {ratio[0]:.2f}x / p99 {ratio[1]:.2f}x, throughput "
+          f"{stream_rate / rate:.2f}x; targets (<= 1.5x, >= 1x): {'met' if stream_ok else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from ._conveniences import ConvenienceMixin
 from ._keys import check_key, criteria_of, dump_metadata, literal_prefix, matches, select_names
 from ._progress import ProgressReader, _as_stream, _Progress, _stream_size
 from ._subscription import Subscription
+from .streams import EventStream, SignalSource, check_filter
 from ._transfer import TransferMixin
 from ._value import DEFAULT_BUFFER_SIZE, Change, Value, ValueLike, _Transaction
 from .errors import NotConnectedError
@@ -128,6 +129,14 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
     def _rollback(self, state: Any) -> None:
         """Drop the staged writes."""
 
+    def _event_source(self, pattern: str, kinds: Tuple[str, ...], since: Optional[int], maxsize: int) -> Any:
+        """Where :meth:`events` reads: this instance's modification signals (its own changes and
+        what its bridges dispatch). A store with a change journal overrides it."""
+        if since is not None:
+            raise ValueError(f"since= needs a store with a change journal (a FileSystemStore), "
+                             f"not a {type(self).__name__}")
+        return SignalSource(self, pattern, kinds, maxsize)
+
     def _tx_state(self) -> Any:
         """The staging state of this thread's transaction, or None outside one."""
         tx = getattr(self._local, "tx", None)
@@ -145,6 +154,43 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         if self._connected:
             self._connected = False
             self._disconnect()
+
+    def events(self, pattern: str = "*", kinds: Iterable[str] = ("set", "update", "delete"), *,
+               since: Optional[int] = None, maxsize: int = 10000) -> EventStream:
+        """A stream of this store's modification events on keys matching ``pattern``, pulled
+        with ``for``, ``stream.get(timeout=)`` or ``async for``; close it (or leave its ``with``).
+
+        Parameters
+        ----------
+        pattern : glob the keys must match.
+        kinds : among "set", "update", "delete".
+        since : (FileSystemStore) first every change after this journal sequence, then live ones.
+        maxsize : (other stores) events kept unread at most; more raise
+            :class:`~kvstore.errors.EventsOverflowError` at the next read.
+
+        Returns
+        -------
+        EventStream : events in commit order, each once. FileSystemStore: every change committed
+            to the directory by any process or instance (``event.remote`` says whose); other
+            stores: this instance's changes and what its bridges deliver.
+
+        Raises
+        ------
+        NotConnectedError : the store is not connected.
+        JournalGapError : the journal no longer reaches back to ``since``.
+        ValueError : bad ``kinds``, ``maxsize`` or ``since``.
+
+        Events
+        ------
+        None sent: the stream only listens.
+        """
+        self._ready()
+        kinds = check_filter(pattern, tuple(kinds) if not isinstance(kinds, str) else kinds)
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+            raise ValueError(f"since must be a sequence number (an int >= 0) or None, not {since!r}")
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be an int >= 1, not {maxsize!r}")
+        return EventStream(self._event_source(pattern, kinds, since, maxsize))
 
     def is_connected(self) -> bool:
         """Whether the store is connected."""

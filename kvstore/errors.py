@@ -12,6 +12,8 @@ __all__ = [
     "InvalidKeyError",
     "NotConnectedError",
     "ChecksumError",
+    "JournalGapError",
+    "EventsOverflowError",
 ]
 
 
@@ -33,3 +35,38 @@ class NotConnectedError(StoreError):
 
 class ChecksumError(StoreError):
     """The bytes read back do not match the checksum stored with them."""
+
+
+def _gap_message(path: str, first: int, last: int) -> str:
+    return (f"the change journal of {path} no longer holds changes {first} to {last} "
+            f"(trimmed): {last - first + 1} change(s) cannot be delivered")
+
+
+class JournalGapError(StoreError):
+    """Changes asked for (``since=``, or a reader fallen behind) are no longer in the journal.
+
+    Raised by :meth:`kvstore.watch.FileSystemWatcher.start` and by ``store.events(since=...)``
+    or a read of its stream. Nothing of the gap has been delivered; resynchronise from the
+    store itself (``query()``) and start again with ``since=error.floor``, or with no ``since``.
+
+    Attributes
+    ----------
+    first, last : int
+        The first and last sequence numbers that were trimmed away.
+    floor : int
+        ``store.journal_floor()``: the journal holds every change after it.
+    """
+
+    def __init__(self, path: str, first: int, last: int) -> None:
+        super().__init__(_gap_message(path, first, last)
+                         + f"; restart with since={last} to accept the gap")
+        self.first = first
+        self.last = last
+        self.floor = last
+
+
+class EventsOverflowError(StoreError):
+    """More than ``maxsize`` events waited unread in a ``store.events()`` stream.
+
+    Raised at the stream's next read (and every later one): events were lost, never silently.
+    """

@@ -32,55 +32,19 @@ This module needs the ``watch`` extra: ``pip install 'kvstore[watch]'``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 from . import signals
 from ._bridge import Bridge
-from .errors import StoreError
+from ._journal_follow import JournalFollower, load_observer
+from .errors import JournalGapError, StoreError, _gap_message
 from .events import MODIFICATION_CLASSES
 
 __all__ = ["FileSystemWatcher", "JournalGapError", "JournalGapWarning"]
 
 log = logging.getLogger("kvstore.watch")
-
-_INSTALL_HINT = "pip install 'kvstore[watch]'"
-# After a wake-up that found no new row, look again after these delays (seconds): SQLite
-# writes the log (which inotify reports) a moment before it publishes the commit in its
-# shared-memory index (which inotify does not see).
-_RECHECK_DELAYS = (0.001, 0.003, 0.01, 0.03)
-# watchdog events that do not mean anything was written.
-_IGNORED_EVENT_TYPES = frozenset({"opened", "closed_no_write"})
-
-
-def _gap_message(path: str, first: int, last: int) -> str:
-    return (f"the change journal of {path} no longer holds changes {first} to {last} "
-            f"(trimmed): {last - first + 1} change(s) cannot be delivered")
-
-
-class JournalGapError(StoreError):
-    """``since=`` asks for changes the journal no longer holds.
-
-    Raised by :meth:`FileSystemWatcher.start`. Nothing has been delivered; resynchronise
-    from the store itself (``query()``) and start again with ``since=error.floor``, or
-    with no ``since``.
-
-    Attributes
-    ----------
-    first, last : int
-        The first and last sequence numbers that were trimmed away.
-    floor : int
-        ``store.journal_floor()``: the journal holds every change after it.
-    """
-
-    def __init__(self, path: str, first: int, last: int) -> None:
-        super().__init__(_gap_message(path, first, last)
-                         + f"; restart with since={last} to accept the gap")
-        self.first = first
-        self.last = last
-        self.floor = last
 
 
 class JournalGapWarning(UserWarning):
@@ -94,27 +58,6 @@ class JournalGapWarning(UserWarning):
         super().__init__(_gap_message(path, first, last))
         self.first = first
         self.last = last
-
-
-def _load_watchdog() -> Any:
-    """Import watchdog's native observer class, or say how to install it."""
-    try:
-        from watchdog.observers import Observer
-    except ImportError as exc:
-        raise ImportError(f"FileSystemWatcher needs the watchdog package; install it with: "
-                          f"{_INSTALL_HINT}") from exc
-    return Observer
-
-
-class _Waker:
-    """A watchdog event handler that only wakes the reader."""
-
-    def __init__(self, wake: threading.Event) -> None:
-        self._wake = wake
-
-    def dispatch(self, event: Any) -> None:
-        if getattr(event, "event_type", None) not in _IGNORED_EVENT_TYPES:
-            self._wake.set()
 
 
 class FileSystemWatcher(Bridge):
@@ -181,7 +124,7 @@ class FileSystemWatcher(Bridge):
             raise ValueError(f"poll_interval must be > 0, not {poll_interval!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
-        self._observer_class = _load_watchdog()
+        self._observer_class = load_observer(required=True)
         super().__init__()
         self.store = store
         self.since = since
@@ -189,11 +132,9 @@ class FileSystemWatcher(Bridge):
         self.batch_size = batch_size
         self._position: Optional[int] = since
         self._control = threading.Lock()
-        self._wake = threading.Event()
         self._stopping = threading.Event()
         self._reader: Optional[threading.Thread] = None
-        self._observer: Any = None
-        self._identity: Tuple[Tuple[int, int], ...] = ()
+        self._follower: Optional[JournalFollower] = None
         self._error_raised = False
 
     # ------------------------------------------------------------ public
@@ -205,7 +146,8 @@ class FileSystemWatcher(Bridge):
         Save it and pass it as ``since=`` to resume after a restart. None before the first
         :meth:`start` when no ``since`` was given.
         """
-        return self._position
+        follower = self._follower
+        return self._position if follower is None else follower.position
 
     @property
     def running(self) -> bool:
@@ -245,39 +187,17 @@ class FileSystemWatcher(Bridge):
                 if self._reader.is_alive():
                     raise RuntimeError("this FileSystemWatcher is already running; stop() it first")
                 self._shutdown()  # it had stopped on an error: start afresh
-            store = self.store
-            last = store.last_sequence()  # NotConnectedError when not connected
-            if self._position is None:
-                self._position = last
-            else:
-                floor = store.journal_floor()
-                if self._position < floor:
-                    raise JournalGapError(store.path, self._position + 1, floor)
-                if self._position > last:
-                    raise ValueError(f"since={self._position} is ahead of the journal of {store.path} "
-                                     f"(last sequence {last}): is this sequence from another store?")
-            internal = os.path.dirname(store.journal_path)  # the journal and its WAL
-            try:
-                self._identity = self._identify()
-            except OSError as exc:
-                raise StoreError(f"cannot watch {store.path}: {exc}") from exc
-            observer = self._observer_class()
-            try:
-                observer.schedule(_Waker(self._wake), internal, recursive=False)
-                observer.start()
-            except BaseException:
-                # The inotify observer starts a reading thread in its constructor.
-                observer.stop()
-                if observer.is_alive():
-                    observer.join()
-                raise
-            self._observer = observer
+            follower = JournalFollower(
+                self.store, self.sequence, observer_class=self._observer_class,
+                poll_interval=self.poll_interval, batch_size=self.batch_size,
+                on_gap=self._warn_gap, should_stop=self._stopping.is_set)
+            follower.open()  # raises, with nothing started, when the journal cannot be followed
+            self._follower = follower
             self._error = None
             self._error_raised = False
             self._stopping.clear()
-            self._wake.set()  # deliver the backlog (since=) at once
-            self._reader = threading.Thread(target=self._run, daemon=True,
-                                            name=f"kvstore-watch:{store.path}")
+            self._reader = threading.Thread(target=self._run, args=(follower,), daemon=True,
+                                            name=f"kvstore-watch:{self.store.path}")
             self._ready.clear()
             self._reader.start()
             # Wait for the reader's own SQLite connection to be open, so that whatever
@@ -287,7 +207,7 @@ class FileSystemWatcher(Bridge):
             if not self._ready.is_set():
                 self._shutdown()
                 self._raise_error()
-            log.debug("watching %s from sequence %s", store.path, self._position)
+            log.debug("watching %s from sequence %s", self.store.path, follower.position)
         return self
 
     def stop(self) -> None:
@@ -312,13 +232,15 @@ class FileSystemWatcher(Bridge):
     def _shutdown(self) -> None:
         self._stopping.set()
         self._ready.clear()
-        self._wake.set()
+        follower = self._follower
+        if follower is not None:
+            follower.wake.set()
         reader, self._reader = self._reader, None
-        observer, self._observer = self._observer, None
         if reader is not None and reader is not threading.current_thread():
             reader.join()
-        if observer is not None:
-            _stop_observer(observer)
+        if follower is not None:
+            follower.close()
+            self._position = follower.position
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the watcher stops (another thread's :meth:`stop`, or an error).
@@ -350,59 +272,24 @@ class FileSystemWatcher(Bridge):
 
     def __repr__(self) -> str:
         state = "running" if self.running else ("failed" if self._error else "stopped")
-        return f"<FileSystemWatcher {self.store.path!r} {state} sequence={self._position}>"
+        return f"<FileSystemWatcher {self.store.path!r} {state} sequence={self.sequence}>"
 
     # ------------------------------------------------------------ reader thread
 
-    def _run(self) -> None:
-        timeout = 0.0
-        rechecks = 0
-        try:
-            self.store.last_sequence()  # opens this thread's connection
-            self._ready.set()
-            while True:
-                woke = self._wake.wait(timeout)
-                if self._stopping.is_set():
-                    return
-                self._wake.clear()
-                self._check_directory()
-                try:
-                    found = self._drain()
-                except Exception:
-                    # A store removed while being read fails in SQLite with a vague
-                    # "disk I/O error": report the cause rather than the symptom.
-                    self._check_directory()
-                    raise
-                if found or not woke:
-                    rechecks = 0
-                    timeout = self.poll_interval
-                elif rechecks < len(_RECHECK_DELAYS):
-                    timeout = _RECHECK_DELAYS[rechecks]
-                    rechecks += 1
-                else:
-                    timeout = self.poll_interval
-        except BaseException as exc:  # noqa: BLE001 - kept, logged, raised by stop() / wait()
-            self._fail(exc)
-
-    def _drain(self) -> int:
-        """Send every journal row after the position; return the number of rows read."""
+    def _run(self, follower: JournalFollower) -> None:
         store = self.store
-        total = 0
-        while not self._stopping.is_set():
-            position = self._position or 0
-            entries = store.changes_since(position, self.batch_size)
-            if not entries:
-                return total
-            if entries[0].sequence > position + 1:
-                self._check_gap(position, entries[0].sequence)
-            for entry in entries:
-                if self._stopping.is_set():
-                    return total
-                if entry.origin != store.origin:
-                    self._send(entry)
-                self._position = entry.sequence
-                total += 1
-        return total
+        try:
+            store.last_sequence()  # opens this thread's connection
+            self._ready.set()
+            while not self._stopping.is_set():
+                for entry in follower.next_batch():
+                    if self._stopping.is_set():
+                        return
+                    if entry.origin != store.origin:
+                        self._send(entry)
+                    follower.position = entry.sequence
+        except BaseException as exc:  # noqa: BLE001 - kept, logged, raised by stop() / wait()
+            self._fail(exc, follower)
 
     def _send(self, entry: Any) -> None:
         signal = signals.MODIFICATION_SIGNALS.get(entry.kind)
@@ -419,56 +306,23 @@ class FileSystemWatcher(Bridge):
         # neither stops the watcher nor keeps the others from hearing the change.
         self.store.dispatch(event)
 
-    def _check_gap(self, position: int, first_found: int) -> None:
-        floor = self.store.journal_floor()
-        if floor <= position:
-            return  # a hole in the numbering, not a trimmed change
-        last = min(floor, first_found - 1)
-        warning = JournalGapWarning(self.store.path, position + 1, last)
+    def _warn_gap(self, first: int, last: int) -> None:
+        warning = JournalGapWarning(self.store.path, first, last)
         log.error("%s", warning)
         warnings.warn(warning, stacklevel=2)
 
-    def _identify(self) -> Tuple[Tuple[int, int], ...]:
-        paths = (self.store.path, self.store.journal_path)
-        out = []
-        for path in paths:
-            st = os.stat(path)
-            out.append((st.st_dev, st.st_ino))
-        return tuple(out)
-
-    def _check_directory(self) -> None:
-        # SQLite keeps reading a deleted index through its open descriptor, so a vanished or
-        # replaced store would look like a store where nothing happens: check explicitly.
-        try:
-            identity = self._identify()
-        except FileNotFoundError:
-            raise StoreError(f"the store directory {self.store.path} (or its index) disappeared; "
-                             f"the watcher stopped") from None
-        if identity != self._identity:
-            raise StoreError(f"the store directory {self.store.path} was replaced by another "
-                             f"directory; the watcher stopped")
-
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, follower: JournalFollower) -> None:
         self._error = exc
         self._stopping.set()
         log.error("the watcher of %s stopped: %s: %s", self.store.path, type(exc).__name__, exc,
                   exc_info=not isinstance(exc, StoreError))
         # Let the watchdog threads go now rather than at stop().
-        observer = self._observer
-        if observer is not None:
-            try:
-                _stop_observer(observer)
-            except Exception:  # pragma: no cover - best effort; stop() tries again
-                log.exception("stopping the watchdog observer of %s", self.store.path)
+        try:
+            follower.close()
+        except Exception:  # pragma: no cover - best effort; stop() tries again
+            log.exception("stopping the watchdog observer of %s", self.store.path)
 
     def _raise_error(self) -> None:
         if self._error is not None and not self._error_raised:
             self._error_raised = True
             raise self._error
-
-
-def _stop_observer(observer: Any) -> None:
-    observer.stop()
-    if observer.is_alive() and observer is not threading.current_thread():
-        observer.join()
-

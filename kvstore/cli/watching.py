@@ -1,5 +1,5 @@
-"""``kvstore watch``: one JSON line per change, through the filesystem watcher or a Redis
-relay, until interrupted."""
+"""``kvstore watch``: one JSON line per change, pulled from a filesystem store's journal
+(``store.events()``) or heard through a Redis relay, until interrupted."""
 
 from __future__ import annotations
 
@@ -86,37 +86,65 @@ def cmd_watch(args: argparse.Namespace) -> int:
         stack.enter_context(_stop_on_signals(stop))
         store = stack.enter_context(_open(args, write=False))
         if args.redis:
-            _check_redis(args.redis)
-            relay_module = _import_bridge("relay", "redis")
-            bridge: Bridge = relay_module.RedisRelay(store, args.redis, channel=args.channel)
-            from ..relay import redact_url
-
-            via = f"Redis {redact_url(args.redis)} channel {args.channel!r}"
+            _watch_relay(args, store, stack, stop)
         elif isinstance(store, FileSystemStore):
-            watch_module = _import_bridge("watch", "watch")
-            options = {} if args.since is None else {"since": args.since}
-            bridge = watch_module.FileSystemWatcher(store, **options)
-            via = "the filesystem"
+            _watch_journal(args, store, stop)
         else:
             raise CLIError(f"a {type(store).__name__} can only be watched through Redis: "
                            f"add --redis URL (e.g. --redis redis://localhost:6379/0)")
-        subscription = store.subscribe(_event_printer(stop), args.pattern)
-        stack.callback(subscription.cancel)
-        try:
-            bridge.start()
-        except CLIError:
-            raise
-        except Exception as exc:
-            raise CLIError(f"cannot watch {_where(store)} through {via}: {_describe_exception(exc)}") from None
-        stack.callback(bridge.stop)
-        # The relay subscribes in the background: say "watching" only once it listens.
-        if not bridge.wait_ready(10):
-            _write_text(sys.stderr, f"kvstore: warning: not listening on {via} yet; still trying\n")
-        _write_text(sys.stderr, f"kvstore: watching {_where(store)} for {args.pattern!r} "
-                                f"through {via}; Ctrl-C to stop\n")
-        # Until a signal, a closed stdout, or the bridge stopping on its own (its stop()
-        # then raises the reason).
-        while not stop.wait(0.25):
-            if not bridge.running:
-                break
     return 0
+
+
+def _watching(store: Any, pattern: str, via: str) -> None:
+    _write_text(sys.stderr, f"kvstore: watching {_where(store)} for {pattern!r} "
+                            f"through {via}; Ctrl-C to stop\n")
+
+
+def _watch_journal(args: argparse.Namespace, store: FileSystemStore, stop: threading.Event) -> None:
+    """Pull the journal's changes through ``store.events()`` and print them."""
+    via = "the filesystem"
+    try:
+        stream = store.events(args.pattern, since=args.since)
+    except Exception as exc:
+        raise CLIError(f"cannot watch {_where(store)} through {via}: {_describe_exception(exc)}") from None
+    print_event = _event_printer(stop)
+    with stream:
+        _watching(store, args.pattern, via)
+        # Until a signal, a closed stdout, or the stream ending (the store went away).
+        while not stop.is_set():
+            try:
+                event = stream.get(timeout=0.25)
+            except Exception as exc:
+                raise CLIError(f"stopped watching {_where(store)}: {_describe_exception(exc)}") from None
+            if event is not None:
+                print_event(event)
+            elif stream.closed:
+                break
+
+
+def _watch_relay(args: argparse.Namespace, store: Any, stack: contextlib.ExitStack, stop: threading.Event) -> None:
+    """Hear what a Redis relay delivers on the store's signals and print it."""
+    _check_redis(args.redis)
+    relay_module = _import_bridge("relay", "redis")
+    bridge: Bridge = relay_module.RedisRelay(store, args.redis, channel=args.channel)
+    from ..relay import redact_url
+
+    via = f"Redis {redact_url(args.redis)} channel {args.channel!r}"
+    subscription = store.subscribe(_event_printer(stop), args.pattern)
+    stack.callback(subscription.cancel)
+    try:
+        bridge.start()
+    except CLIError:
+        raise
+    except Exception as exc:
+        raise CLIError(f"cannot watch {_where(store)} through {via}: {_describe_exception(exc)}") from None
+    stack.callback(bridge.stop)
+    # The relay subscribes in the background: say "watching" only once it listens.
+    if not bridge.wait_ready(10):
+        _write_text(sys.stderr, f"kvstore: warning: not listening on {via} yet; still trying\n")
+    _watching(store, args.pattern, via)
+    # Until a signal, a closed stdout, or the bridge stopping on its own (its stop()
+    # then raises the reason).
+    while not stop.wait(0.25):
+        if not bridge.running:
+            break

@@ -379,6 +379,12 @@ class FileSystemStore(AbstractStore):
         return [JournalEntry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5])
                 for r in self._index.changes_since(sequence, limit)]
 
+    def _event_source(self, pattern: str, kinds: tuple[str, ...], since: int | None, maxsize: int) -> Any:
+        # events() follows the journal (every process's commits, at the reader's pace).
+        from ...streams import JournalSource
+
+        return JournalSource(self, pattern, kinds, since)
+
 
 def _equalities(criteria: dict[str, Criterion]) -> list[tuple[str, str]]:
     """(name, canonical JSON text) of the plain-equality criteria, which the index answers."""
