@@ -21,11 +21,12 @@ import threading
 import time
 from typing import Any, Callable, List, Optional, Tuple
 
+from ._optional import install_hint, require
 from .errors import JournalGapError, StoreError
 
 __all__ = ["JournalFollower", "load_observer", "INSTALL_HINT"]
 
-INSTALL_HINT = "pip install 'kvstore[watch]'"
+INSTALL_HINT = install_hint("watch")
 # After a wake-up that found no new row, look again after these delays (seconds): SQLite
 # writes the log (which inotify reports) a moment before it publishes the commit in its
 # shared-memory index (which inotify does not see).
@@ -37,12 +38,11 @@ _IGNORED_EVENT_TYPES = frozenset({"opened", "closed_no_write"})
 def load_observer(required: bool, who: str = "FileSystemWatcher") -> Any:
     """watchdog's native observer class; None when it is missing and not ``required``."""
     try:
-        from watchdog.observers import Observer
-    except ImportError as exc:
+        return require("watchdog.observers", "watch", needed_by=who).Observer
+    except ImportError:
         if not required:
             return None
-        raise ImportError(f"{who} needs the watchdog package; install it with: {INSTALL_HINT}") from exc
-    return Observer
+        raise
 
 
 class _Waker:

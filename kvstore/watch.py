@@ -297,8 +297,8 @@ class FileSystemWatcher(Bridge):
             log.warning("skipping journal row %s of %s: unknown kind %r",
                         entry.sequence, self.store.path, entry.kind)
             return
-        if not signal.receivers:
-            return
+        if signal.is_muted or not signal.has_receivers_for(self.store):
+            return  # nobody listens to this store: build no event
         event = MODIFICATION_CLASSES[entry.kind](
             store=self.store, origin=entry.origin, timestamp=entry.timestamp, remote=True,
             key=entry.key, metadata=entry.metadata, sequence=entry.sequence)
