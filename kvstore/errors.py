@@ -12,6 +12,7 @@ __all__ = [
     "InvalidKeyError",
     "NotConnectedError",
     "ChecksumError",
+    "ConflictError",
 ]
 
 
@@ -33,3 +34,25 @@ class NotConnectedError(StoreError):
 
 class ChecksumError(StoreError):
     """The bytes read back do not match the checksum stored with them."""
+
+
+class ConflictError(StoreError):
+    """A write's ``if_revision`` (or ``move``'s ``if_source_revision``) did not hold.
+
+    Attributes
+    ----------
+    key : the key whose revision was checked.
+    expected : the revision the write asked for (``0``: the key must not exist).
+    actual : the key's revision when the write was tried (``None``: the key is missing).
+    """
+
+    def __init__(self, key: str, expected: int, actual: "int | None") -> None:
+        super().__init__(f"{key!r} is at revision {actual!r}, not {expected!r}"
+                         if actual is not None or expected == 0 else
+                         f"{key!r} does not exist (expected revision {expected!r})")
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> "tuple[type, tuple[str, int, int | None]]":
+        return (type(self), (self.key, self.expected, self.actual))

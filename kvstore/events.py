@@ -126,6 +126,7 @@ _FIELD_TYPES: Dict[str, Any] = {
     "key": str,
     "metadata": dict,
     "sequence": (int, type(None)),
+    "revision": (int, type(None)),
     "operation_id": str,
     "message": str,
     "steps": int,
@@ -145,11 +146,14 @@ class StoreKeyEvent(StoreEvent):
     key : the key as the user wrote it.
     metadata : the key's whole metadata after the change (for a delete, its last metadata).
     sequence : the change's position in the store's journal, or None.
+    revision : the key's revision after the change (for a delete, the revision of the
+        delete), or None where it is not known (an event of an older peer).
     """
 
     key: str = ""
     metadata: Dict[str, Any] = field(default_factory=dict)
     sequence: Optional[int] = None
+    revision: Optional[int] = None
 
 
 @dataclass(frozen=True, kw_only=True)
