@@ -47,9 +47,13 @@ class ConflictError(StoreError):
     """
 
     def __init__(self, key: str, expected: int, actual: "int | None") -> None:
-        super().__init__(f"{key!r} is at revision {actual!r}, not {expected!r}"
-                         if actual is not None or expected == 0 else
-                         f"{key!r} does not exist (expected revision {expected!r})")
+        if actual is None:
+            text = f"{key!r} does not exist (if_revision={expected})"
+        elif expected == 0:
+            text = f"{key!r} exists (revision {actual}; if_revision=0 wants it missing)"
+        else:
+            text = f"{key!r} is at revision {actual}, not {expected}"
+        super().__init__(text)
         self.key = key
         self.expected = expected
         self.actual = actual

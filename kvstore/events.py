@@ -79,7 +79,10 @@ class StoreEvent:
         cls = type(self)
         d: Dict[str, Any] = {"type": cls.__name__}
         for name in _json_fields(cls):
-            d[name] = getattr(self, name)
+            value = getattr(self, name)
+            if value is None and name in _OMITTED_WHEN_NONE:
+                continue
+            d[name] = value
         return d
 
     @staticmethod
@@ -118,6 +121,11 @@ class StoreEvent:
         """Return a copy of the event with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
+
+# Fields added after the first release: left out of the JSON form when None, so that the
+# bytes of an event without them are those older peers send (and from_dict takes them as
+# optional: a missing one is None). Older peers drop fields they do not know.
+_OMITTED_WHEN_NONE = frozenset({"revision"})
 
 # Types a decoded event must respect (numbers may arrive as int or float).
 _FIELD_TYPES: Dict[str, Any] = {
