@@ -286,7 +286,7 @@ class Reads:
             return self._open(key, data_name, ref, look.etag, look.size, foreign, start, end)
 
         return Value(size=look.size, metadata=current.metadata, created=current.created,
-                     modified=current.modified, opener=opener)
+                     modified=current.modified, opener=opener, revision=current.revision)
 
     def _snapshot_of(self, key: str, data_name: str, current: Meta, look: _Look) -> Value | None:
         """The whole value of the data object of ``look``, if it is still that (``IfMatch``)."""
@@ -300,7 +300,7 @@ class Reads:
         except (_Missing, _Conflict):
             return None
         verify_whole(key, data, current.ref)
-        return Value.from_bytes(data, current.metadata, current.created, current.modified)
+        return Value.from_bytes(data, current.metadata, current.created, current.modified, current.revision)
 
     def _open(self, key: str, data_name: str, ref: DataRef, etag: str, size: int,
               foreign: bool, start: int, end: int) -> Any:
