@@ -275,7 +275,7 @@ class Reads:
         ref = current.ref
         if look.data is not None:
             verify_whole(key, look.data, ref)
-            return Value.from_bytes(look.data, current.metadata, current.created, current.modified)
+            return Value.from_bytes(look.data, current.metadata, current.created, current.modified, current.revision)
         if ref.size is not None and look.size != ref.size:
             raise ChecksumError(f"{key!r}: the data object has {look.size} bytes, its metadata says {ref.size}")
         if look.size <= self.snapshot_max:  # small, of unknown size until now: read it whole too
