@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Sequence
 from . import signals
 from ._subscription import Subscription
 from ._value import Change, _copy_metadata
-from .events import MODIFICATION_CLASSES, StoreEvent
+from .events import MODIFICATION_CLASSES, StoreEvent, StoreModificationEvent
 
 __all__ = ["BusMixin"]
 
@@ -72,12 +72,17 @@ class BusMixin:
             signal = signals.MODIFICATION_SIGNALS[change.kind]
             if signal.is_muted or not signal.has_receivers_for(self):
                 continue  # nobody listens to this store: build no event
-            cls = MODIFICATION_CLASSES[change.kind]
-            self._send(signal, cls(store=self, origin=self.origin, key=change.key,
-                                   metadata=(_copy_metadata(change.metadata) if change.text is None
-                                             else json.loads(change.text)),
-                                   sequence=change.sequence,
-                                   timestamp=time.time() if change.timestamp is None else change.timestamp))
+            self._send(signal, self._event_of(change))
+
+    def _event_of(self, change: Change) -> StoreModificationEvent:
+        """The event of ``change`` for this store (``remote`` when another instance made it)."""
+        cls = MODIFICATION_CLASSES[change.kind]
+        origin = self.origin if change.origin is None else change.origin
+        return cls(store=self, origin=origin, remote=origin != self.origin, key=change.key,
+                   metadata=(_copy_metadata(change.metadata) if change.text is None
+                             else json.loads(change.text)),
+                   sequence=change.sequence, revision=change.revision,
+                   timestamp=time.time() if change.timestamp is None else change.timestamp)
 
     def _send(self, signal: Any, event: StoreEvent) -> None:
         # blinker's Signal.send semantics (muted() honoured; coroutine receivers are

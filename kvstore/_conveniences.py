@@ -11,6 +11,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, BinaryIO, ContextManager, Dict, Iterable, List, Mapping, Optional, Union
 
 from ._progress import _copy
+from ._rules import check_if_revision
 from ._value import DEFAULT_BUFFER_SIZE, Value, ValueLike
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class ConvenienceMixin:
         def _progress(self, key: str, message: str, steps: int) -> ContextManager[_Progress]: ...
 
         def _write_stream(self, key: str, stream: Any, metadata: Optional[Dict[str, Any]],
-                          buffer_size: int, message: str) -> None: ...
+                          buffer_size: int, message: str, if_revision: Optional[int] = None) -> None: ...
 
     # ------------------------------------------------------------ multi-key
 
@@ -120,14 +121,18 @@ class ConvenienceMixin:
                     os.unlink(tmp)
                 raise
 
-    def from_file(self, key: str, path: Union[str, os.PathLike], buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+    def from_file(self, key: str, path: Union[str, os.PathLike], buffer_size: int = DEFAULT_BUFFER_SIZE, *,
+                  if_revision: Optional[int] = None) -> None:
         """Store the contents of the file ``path`` as the key's data (``set_data``).
+
+        ``if_revision`` as for ``set`` (ConflictError).
 
         Events: progress_start/step/end, then store_set or store_update.
         """
         self._ready(key)
+        expected = check_if_revision(if_revision)
         with open(path, "rb") as stream:
-            self._write_stream(key, stream, None, buffer_size, "from_file")
+            self._write_stream(key, stream, None, buffer_size, "from_file", expected)
 
     def to_bytes(self, key: str, buffer_size: int = DEFAULT_BUFFER_SIZE) -> bytes:
         """Return the key's data as bytes. Events: progress_start/step/end."""
@@ -139,13 +144,17 @@ class ConvenienceMixin:
                 _copy(src, out, buffer_size, progress)
         return out.getvalue()
 
-    def from_bytes(self, key: str, data: bytes, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+    def from_bytes(self, key: str, data: bytes, buffer_size: int = DEFAULT_BUFFER_SIZE, *,
+                   if_revision: Optional[int] = None) -> None:
         """Store ``data`` as the key's data (``set_data``).
+
+        ``if_revision`` as for ``set`` (ConflictError).
 
         Events: progress_start/step/end, then store_set or store_update.
         """
         self._ready(key)
+        expected = check_if_revision(if_revision)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
-        self._write_stream(key, io.BytesIO(bytes(data)), None, buffer_size, "from_bytes")
+        self._write_stream(key, io.BytesIO(bytes(data)), None, buffer_size, "from_bytes", expected)
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, ContextManager, Dict, List, Optional
 from ._checksum import KeyStat
 from ._keys import check_key
 from ._progress import ProgressReader
+from ._rules import check_if_revision, check_revision
+from .errors import ConflictError
 from ._value import DEFAULT_BUFFER_SIZE, Change, Value, _Transaction
 
 if TYPE_CHECKING:
@@ -31,11 +33,11 @@ class TransferMixin:
         def _progress(self, key: str, message: str, steps: int) -> ContextManager[_Progress]: ...
 
         def _write(self, key: str, source: Optional[ProgressReader], metadata: Optional[Dict[str, Any]],
-                   update: Optional[Dict[str, Any]]) -> List[Change]: ...
+                   update: Optional[Dict[str, Any]], if_revision: Optional[int] = None) -> List[Change]: ...
 
         def _tx_state(self) -> Any: ...
 
-        def _delete(self, key: str) -> List[Change]: ...
+        def _delete(self, key: str, if_revision: Optional[int] = None) -> List[Change]: ...
 
         def _begin(self) -> Any: ...
 
@@ -49,11 +51,12 @@ class TransferMixin:
     # Their defaults work for every backend through _get, _write, _delete and the
     # transaction staging; a backend overrides them with a fast path (a kernel copy in
     # one commit, a server-side CopyObject, a checksum kept in its index).
-    # Revisions seam: copy/move will take ``if_revision`` (for dst) and move also
-    # ``if_source_revision``; they are to be passed down to the hooks, which check them in
-    # the same atomic step as the write (MemoryStore: under its lock, in _do_all).
+    # Revisions: copy/move take ``if_revision`` (for dst) and move also
+    # ``if_source_revision``; they are passed down to the hooks, which check them in the
+    # same atomic step as the write (MemoryStore: under its lock, in _do_all).
 
-    def copy(self, src: str, dst: str, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+    def copy(self, src: str, dst: str, buffer_size: int = DEFAULT_BUFFER_SIZE, *,
+             if_revision: Optional[int] = None) -> None:
         """Give ``dst`` the data and metadata of ``src``; ``src`` is unchanged.
 
         Raises
@@ -61,6 +64,7 @@ class TransferMixin:
         KeyError : ``src`` does not exist (nothing written).
         ValueError : ``src == dst``.
         InvalidKeyError : either key is not valid.
+        ConflictError : ``if_revision`` (a condition on ``dst``, as for ``set``) does not hold.
 
         Events
         ------
@@ -68,9 +72,11 @@ class TransferMixin:
         progress_start/step/end where the backend streams the bytes.
         """
         self._check_pair(src, dst)
-        self._apply(self._copy(src, dst, buffer_size))
+        expected = check_if_revision(if_revision)
+        self._apply(self._copy(src, dst, buffer_size, expected))
 
-    def move(self, src: str, dst: str, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+    def move(self, src: str, dst: str, buffer_size: int = DEFAULT_BUFFER_SIZE, *,
+             if_revision: Optional[int] = None, if_source_revision: Optional[int] = None) -> None:
         """Copy ``src`` to ``dst``, then delete ``src``.
 
         On a store that stages transactions (memory, filesystem) both happen in one atomic
@@ -82,13 +88,17 @@ class TransferMixin:
         KeyError : ``src`` does not exist (nothing written).
         ValueError : ``src == dst``.
         InvalidKeyError : either key is not valid.
+        ConflictError : ``if_revision`` (on ``dst``) or ``if_source_revision`` (on ``src``,
+            named as ``.key``) does not hold; nothing written.
 
         Events
         ------
         store_set or store_update for ``dst``, then store_delete for ``src``.
         """
         self._check_pair(src, dst)
-        self._apply(self._move(src, dst, buffer_size))
+        expected = check_if_revision(if_revision)
+        expected_src = check_if_revision(if_source_revision, "if_source_revision")
+        self._apply(self._move(src, dst, buffer_size, expected, expected_src))
 
     def stat(self, key: str) -> KeyStat:
         """Size, checksum, metadata and modification time of ``key``, without its data
@@ -114,18 +124,21 @@ class TransferMixin:
         if src == dst:
             raise ValueError(f"source and destination are the same key ({src!r})")
 
-    def _copy(self, src: str, dst: str, buffer_size: int) -> List[Change]:
+    def _copy(self, src: str, dst: str, buffer_size: int, if_revision: Optional[int] = None) -> List[Change]:
         """Write ``dst`` with the data and metadata of ``src`` in one write; return the
-        changes (empty when staged). KeyError if ``src`` is missing.
+        changes (empty when staged). KeyError if ``src`` is missing; ConflictError if
+        ``if_revision`` does not hold for ``dst``.
 
         The default streams the bytes through ``_get`` and ``_write`` with progress.
         """
         value = self._get(src)
         with self._progress(dst, "copy", value.size) as progress:
             with value.data as stream:
-                return self._write(dst, ProgressReader(stream, progress, buffer_size), value.metadata, None)
+                return self._write(dst, ProgressReader(stream, progress, buffer_size), value.metadata, None,
+                                   if_revision)
 
-    def _move(self, src: str, dst: str, buffer_size: int) -> List[Change]:
+    def _move(self, src: str, dst: str, buffer_size: int, if_revision: Optional[int] = None,
+              if_source_revision: Optional[int] = None) -> List[Change]:
         """``_copy`` then ``_delete(src)``, atomically where the backend stages writes;
         return the changes in order (the write of ``dst``, then the delete of ``src``).
 
@@ -134,25 +147,30 @@ class TransferMixin:
         gets a copy followed by a delete.
         """
         if self._tx_state() is not None:  # inside the caller's transaction: staged there
-            return self._copy(src, dst, buffer_size) + self._delete(src)
+            return self._copy_then_delete(src, dst, buffer_size, if_revision, if_source_revision)
         state = self._begin()
         if state is None:
-            changes = self._copy(src, dst, buffer_size)
+            self._check_source(src, if_source_revision)  # before the copy; the delete checks again
+            changes = self._copy(src, dst, buffer_size, if_revision)
             try:
-                return changes + self._delete(src)
+                return changes + self._delete(src, if_source_revision)
             except BaseException:
                 self._apply(changes)  # the copy is real: observers hear of it
                 raise
         self._local.tx = _Transaction(notes=None, state=state)
         try:
-            self._copy(src, dst, buffer_size)
-            self._delete(src)
+            self._copy_then_delete(src, dst, buffer_size, if_revision, if_source_revision)
         except BaseException:
             self._local.tx = None
             self._rollback(state)
             raise
         self._local.tx = None
         return self._commit(state)
+
+    def _copy_then_delete(self, src: str, dst: str, buffer_size: int, if_revision: Optional[int],
+                          if_source_revision: Optional[int]) -> List[Change]:
+        self._check_source(src, if_source_revision)
+        return self._copy(src, dst, buffer_size, if_revision) + self._delete(src, if_source_revision)
 
     def _stat(self, key: str) -> KeyStat:
         """The :class:`KeyStat` of ``key``; KeyError if missing.
@@ -164,3 +182,15 @@ class TransferMixin:
         value = self._get(key)
         return KeyStat(size=value.size, checksum=None, metadata=value.metadata, modified=value.modified)
 
+
+    def _check_source(self, src: str, expected: Optional[int]) -> None:
+        """A move's condition on ``src``, checked first: a failed move names ``src`` and
+        copies nothing (the delete of ``src`` checks it again, atomically)."""
+        if expected is None:
+            return
+        try:
+            actual = self._get(src).revision
+        except KeyError:
+            raise ConflictError(src, expected, None) from None
+        if actual is not None:  # None: written in this transaction, checked at the commit
+            check_revision(src, expected, actual)

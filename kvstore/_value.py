@@ -29,9 +29,11 @@ class Value:
     created, modified : seconds since the epoch.
     opener : ``opener(start, end)`` returns a readable binary stream of ``data[start:end]``.
     metadata_json : the metadata as JSON text, instead of ``metadata``.
+    revision : the key's revision when the snapshot was taken (None: not known, as for a
+        value written inside a transaction that has not committed yet).
     """
 
-    __slots__ = ("size", "_metadata_json", "created", "modified", "_opener", "__weakref__")
+    __slots__ = ("size", "_metadata_json", "created", "modified", "_opener", "revision", "__weakref__")
 
     def __init__(
         self,
@@ -42,8 +44,10 @@ class Value:
         modified: float,
         opener: Opener,
         metadata_json: Optional[str] = None,
+        revision: Optional[int] = None,
     ) -> None:
         self.size = size
+        self.revision = revision
         self._metadata_json = metadata_json if metadata_json is not None else json.dumps(metadata or {})
         self.created = created
         self.modified = modified
@@ -51,7 +55,8 @@ class Value:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, metadata: Dict[str, Any], created: float = 0.0, modified: float = 0.0
+        cls, data: bytes, metadata: Dict[str, Any], created: float = 0.0, modified: float = 0.0,
+        revision: Optional[int] = None,
     ) -> Value:
         """A Value holding ``data`` in memory."""
         data = bytes(data)
@@ -61,6 +66,7 @@ class Value:
             created=created,
             modified=modified,
             opener=lambda start, end: io.BytesIO(data[start:end]),
+            revision=revision,
         )
 
     @property
@@ -93,7 +99,7 @@ class Value:
         return iter((self.data, self.metadata))
 
     def __repr__(self) -> str:
-        return f"<Value size={self.size} metadata={self._metadata_json}>"
+        return f"<Value size={self.size} revision={self.revision} metadata={self._metadata_json}>"
 
 
 @dataclass
@@ -106,6 +112,8 @@ class Change:
     sequence: Optional[int] = None
     timestamp: Optional[float] = None
     text: Optional[str] = None  # the metadata as JSON, when the backend has it at hand
+    revision: Optional[int] = None  # the key's revision after the change (of the delete, for one)
+    origin: Optional[str] = None  # the store instance that made it (history); None: this one
 
 
 

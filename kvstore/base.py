@@ -24,12 +24,13 @@ from ._bus import BusMixin
 from ._conveniences import ConvenienceMixin
 from ._keys import check_key, criteria_of, dump_metadata, literal_prefix, matches, select_names
 from ._progress import ProgressReader, _as_stream, _Progress, _stream_size
+from ._rules import check_if_revision
 from ._subscription import Subscription
 from .streams import EventStream, SignalSource, check_filter
 from ._transfer import TransferMixin
 from ._value import DEFAULT_BUFFER_SIZE, Change, Value, ValueLike, _Transaction
 from .errors import NotConnectedError
-from .events import StoreTransactionEndEvent, StoreTransactionStartEvent
+from .events import StoreModificationEvent, StoreTransactionEndEvent, StoreTransactionStartEvent
 from .query import Criterion
 
 __all__ = ["AbstractStore", "Value", "Change", "Subscription", "ProgressReader", "DEFAULT_BUFFER_SIZE",
@@ -84,18 +85,24 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
     @abstractmethod
     def _write(self, key: str, source: Optional[ProgressReader], metadata: Optional[Dict[str, Any]],
-               update: Optional[Dict[str, Any]]) -> List[Change]:
+               update: Optional[Dict[str, Any]], if_revision: Optional[int] = None) -> List[Change]:
         """Write ``key`` atomically and return the changes made (empty when staged).
 
         ``source`` is the new data (None: keep the data, empty for a new key); ``metadata``
         replaces the metadata; ``update`` is merged into it (the key must exist: KeyError).
-        With neither, the metadata is kept (``{}`` for a new key). A failure leaves the key
-        as it was.
+        With neither, the metadata is kept (``{}`` for a new key). ``if_revision`` is checked
+        by :func:`kvstore._rules.check_revision` in the same atomic step as the write
+        (ConflictError). A failure leaves the key as it was.
         """
 
     @abstractmethod
-    def _delete(self, key: str) -> List[Change]:
-        """Delete ``key`` (KeyError if missing) and return the changes made."""
+    def _delete(self, key: str, if_revision: Optional[int] = None) -> List[Change]:
+        """Delete ``key`` (KeyError if missing; ConflictError if ``if_revision`` does not
+        hold) and return the changes made."""
+
+    def _history(self, key: str) -> List[Change]:
+        """The key's changes that the store keeps, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no history of its keys")
 
     @abstractmethod
     def _iter_keys(self, prefix: str) -> Iterable[str]:
@@ -268,7 +275,8 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
     # ----------------------------------------------------------------- writes
 
-    def set(self, key: str, value: ValueLike, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+    def set(self, key: str, value: ValueLike, buffer_size: int = DEFAULT_BUFFER_SIZE, *,
+            if_revision: Optional[int] = None) -> None:
         """Store data and metadata under ``key``, replacing both atomically.
 
         Parameters
@@ -276,10 +284,14 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         key : the key.
         value : a :class:`Value`, or a ``(stream, metadata)`` pair (bytes are accepted as data).
         buffer_size : bytes read at a time; a progress step is sent at least this often.
+        if_revision : None (no condition), ``0`` (only if the key does not exist) or the
+            revision the key must be at; checked in one atomic step with the write.
 
         Raises
         ------
-        InvalidKeyError, TypeError, ValueError : bad key or metadata; nothing written.
+        InvalidKeyError, TypeError, ValueError : bad key, metadata or ``if_revision``;
+            nothing written.
+        ConflictError : ``if_revision`` does not hold; nothing written, no event.
         Any exception of the data stream, unwrapped; the key keeps its old value.
 
         Events
@@ -288,6 +300,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         key or store_update for an existing one (held until commit inside a transaction).
         """
         self._ready(key)
+        expected = check_if_revision(if_revision)
         given: Any
         if isinstance(value, Value):
             stream, given = value.data, value.metadata
@@ -297,47 +310,76 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
             except (TypeError, ValueError):
                 raise TypeError("value must be a Value or a (stream, metadata) pair") from None
         metadata: Dict[str, Any] = json.loads(dump_metadata(given))
-        self._write_stream(key, _as_stream(stream), metadata, buffer_size, "set")
+        self._write_stream(key, _as_stream(stream), metadata, buffer_size, "set", expected)
 
-    def set_data(self, key: str, data: Any, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+    def set_data(self, key: str, data: Any, buffer_size: int = DEFAULT_BUFFER_SIZE, *,
+                 if_revision: Optional[int] = None) -> None:
         """Replace the data of ``key``, keeping its metadata (a new key gets ``{}``).
+
+        ``if_revision`` as for :meth:`set` (ConflictError).
 
         Events: progress_start/step/end, then store_set or store_update.
         """
         self._ready(key)
-        self._write_stream(key, _as_stream(data), None, buffer_size, "set_data")
+        expected = check_if_revision(if_revision)
+        self._write_stream(key, _as_stream(data), None, buffer_size, "set_data", expected)
 
-    def set_metadata(self, key: str, metadata: Mapping[str, Any]) -> None:
+    def set_metadata(self, key: str, metadata: Mapping[str, Any], *, if_revision: Optional[int] = None) -> None:
         """Replace the metadata of ``key`` (a new key gets empty data).
+
+        ``if_revision`` as for :meth:`set` (ConflictError).
 
         Events: store_set or store_update.
         """
         self._ready(key)
-        self._apply(self._write(key, None, json.loads(dump_metadata(metadata)), None))
+        expected = check_if_revision(if_revision)
+        self._apply(self._write(key, None, json.loads(dump_metadata(metadata)), None, expected))
 
-    def update_metadata(self, key: str, metadata: Mapping[str, Any]) -> None:
+    def update_metadata(self, key: str, metadata: Mapping[str, Any], *, if_revision: Optional[int] = None) -> None:
         """Merge ``metadata`` into the stored metadata, atomically (no concurrent update is lost).
 
-        Raises KeyError if the key does not exist.
+        Raises KeyError if the key does not exist (ConflictError instead when
+        ``if_revision`` is given; ``if_revision`` as for :meth:`set`).
 
         Events: store_update with the whole merged metadata.
         """
         self._ready(key)
+        expected = check_if_revision(if_revision)
         update = json.loads(dump_metadata(metadata))
-        self._apply(self._write(key, None, None, update))
+        self._apply(self._write(key, None, None, update, expected))
 
-    def delete(self, key: str) -> None:
-        """Delete ``key``. Raises KeyError if it does not exist.
+    def delete(self, key: str, *, if_revision: Optional[int] = None) -> None:
+        """Delete ``key``. Raises KeyError if it does not exist (ConflictError instead when
+        ``if_revision`` is given; ``if_revision`` as for :meth:`set`).
 
-        Events: store_delete with the key's last metadata.
+        Events: store_delete with the key's last metadata and the delete's revision.
         """
         self._ready(key)
-        self._apply(self._delete(key))
+        expected = check_if_revision(if_revision)
+        self._apply(self._delete(key, expected))
+
+    def history(self, key: str) -> List[StoreModificationEvent]:
+        """The key's changes, oldest first, as events (``StoreSetEvent``,
+        ``StoreUpdateEvent``, ``StoreDeleteEvent`` with ``metadata``, ``revision``,
+        ``sequence``, ``timestamp``, ``origin``), as far back as the store keeps them; ``[]``
+        for a key never written. Writes of an open transaction are not in it.
+
+        Raises
+        ------
+        NotImplementedError : the store keeps no history (S3Store without bucket versioning).
+
+        Events
+        ------
+        None (the events returned are not sent).
+        """
+        self._ready(key)
+        return [self._event_of(change) for change in self._history(key)]
 
     def _write_stream(self, key: str, stream: Any, metadata: Optional[Dict[str, Any]],
-                      buffer_size: int, message: str) -> None:
+                      buffer_size: int, message: str, if_revision: Optional[int] = None) -> None:
         with self._progress(key, message, _stream_size(stream)) as progress:
-            changes = self._write(key, ProgressReader(stream, progress, buffer_size), metadata, None)
+            changes = self._write(key, ProgressReader(stream, progress, buffer_size), metadata, None,
+                                  if_revision)
         self._apply(changes)
 
     @contextlib.contextmanager
@@ -392,7 +434,9 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         """Group writes: they become visible together, or not at all if the block raises.
 
         Inside the block this thread reads its own writes. A nested transaction joins the
-        outer one.
+        outer one. Conditions (``if_revision``) are checked when each write is made and again
+        at the commit; if one fails there, the whole transaction is rolled back and
+        :class:`~kvstore.errors.ConflictError` is raised (memory and filesystem stores).
 
         Events
         ------

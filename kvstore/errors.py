@@ -14,6 +14,7 @@ __all__ = [
     "ChecksumError",
     "JournalGapError",
     "EventsOverflowError",
+    "ConflictError",
 ]
 
 
@@ -70,3 +71,27 @@ class EventsOverflowError(StoreError):
 
     Raised at the stream's next read (and every later one): events were lost, never silently.
     """
+class ConflictError(StoreError):
+    """A write's ``if_revision`` (or ``move``'s ``if_source_revision``) did not hold.
+
+    Attributes
+    ----------
+    key : the key whose revision was checked.
+    expected : the revision the write asked for (``0``: the key must not exist).
+    actual : the key's revision when the write was tried (``None``: the key is missing).
+    """
+
+    def __init__(self, key: str, expected: int, actual: int | None) -> None:
+        if actual is None:
+            text = f"{key!r} does not exist (if_revision={expected})"
+        elif expected == 0:
+            text = f"{key!r} exists (revision {actual}; if_revision=0 wants it missing)"
+        else:
+            text = f"{key!r} is at revision {actual}, not {expected}"
+        super().__init__(text)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, int | None]]:
+        return (type(self), (self.key, self.expected, self.actual))

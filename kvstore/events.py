@@ -79,7 +79,10 @@ class StoreEvent:
         cls = type(self)
         d: Dict[str, Any] = {"type": cls.__name__}
         for name in _json_fields(cls):
-            d[name] = getattr(self, name)
+            value = getattr(self, name)
+            if value is None and name in _OMITTED_WHEN_NONE:
+                continue
+            d[name] = value
         return d
 
     @staticmethod
@@ -119,6 +122,11 @@ class StoreEvent:
         return dataclasses.replace(self, **changes)
 
 
+# Fields added after the first release: left out of the JSON form when None, so that the
+# bytes of an event without them are those older peers send (and from_dict takes them as
+# optional: a missing one is None). Older peers drop fields they do not know.
+_OMITTED_WHEN_NONE = frozenset({"revision"})
+
 # Types a decoded event must respect (numbers may arrive as int or float).
 _FIELD_TYPES: Dict[str, Any] = {
     "origin": str,
@@ -126,6 +134,7 @@ _FIELD_TYPES: Dict[str, Any] = {
     "key": str,
     "metadata": dict,
     "sequence": (int, type(None)),
+    "revision": (int, type(None)),
     "operation_id": str,
     "message": str,
     "steps": int,
@@ -145,11 +154,14 @@ class StoreKeyEvent(StoreEvent):
     key : the key as the user wrote it.
     metadata : the key's whole metadata after the change (for a delete, its last metadata).
     sequence : the change's position in the store's journal, or None.
+    revision : the key's revision after the change (for a delete, the revision of the
+        delete), or None where it is not known (an event of an older peer).
     """
 
     key: str = ""
     metadata: Dict[str, Any] = field(default_factory=dict)
     sequence: Optional[int] = None
+    revision: Optional[int] = None
 
 
 @dataclass(frozen=True, kw_only=True)

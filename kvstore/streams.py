@@ -176,7 +176,7 @@ class JournalSource:
             return None
         return cls(store=self.store, origin=entry.origin, timestamp=entry.timestamp,
                    remote=entry.origin != self.store.origin, key=entry.key,
-                   metadata=entry.metadata, sequence=entry.sequence)
+                   metadata=entry.metadata, sequence=entry.sequence, revision=entry.sequence)
 
     def close(self) -> None:
         self._closed.set()

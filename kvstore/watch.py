@@ -301,7 +301,7 @@ class FileSystemWatcher(Bridge):
             return  # nobody listens to this store: build no event
         event = MODIFICATION_CLASSES[entry.kind](
             store=self.store, origin=entry.origin, timestamp=entry.timestamp, remote=True,
-            key=entry.key, metadata=entry.metadata, sequence=entry.sequence)
+            key=entry.key, metadata=entry.metadata, sequence=entry.sequence, revision=entry.sequence)
         # dispatch() logs and swallows a receiver's exception, so one bad receiver
         # neither stops the watcher nor keeps the others from hearing the change.
         self.store.dispatch(event)

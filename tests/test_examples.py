@@ -71,3 +71,8 @@ def test_readme_is_valid_restructuredtext():
     text = open(os.path.join(ROOT, "README.rst"), encoding="utf-8").read()
     docutils.core.publish_string(text, writer="null",
                                  settings_overrides={"report_level": 2, "halt_level": 2})
+
+
+def test_coordinating_writers_example(tmp_path):
+    out = _run("coordinating_writers.py", str(tmp_path / "store")).splitlines()
+    assert out[:3] == ["counter: 100", "a takes the lease: True", "b takes the lease: False"]

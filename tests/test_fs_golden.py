@@ -112,14 +112,15 @@ def test_journal_file_operations_of_a_transaction(root):
     assert sorted(os.listdir(root)) == [".FSStore", ".kvstore", "y.data", "y.metadata", "z.data", "z.metadata"]
 
 
-# The index schema (version 4) as SQLite records it for a store made by the current code.
-SCHEMA_V4_MASTER = [
+# The index schema (version 5: keys.revision, issue 18) as SQLite records it for a store made
+# by the current code.
+SCHEMA_V5_MASTER = [
     ("table", "journal", "journal",
      "CREATE TABLE journal(\n    seq INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,\n"
      "    metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL, files TEXT)"),
     ("table", "keys", "keys",
      "CREATE TABLE keys(\n    key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,\n"
-     "    path TEXT, data BLOB) WITHOUT ROWID"),
+     "    path TEXT, data BLOB, revision INTEGER) WITHOUT ROWID"),
     ("table", "meta", "meta",
      "CREATE TABLE meta(\n    name TEXT NOT NULL, value TEXT NOT NULL, key TEXT NOT NULL,\n"
      "    PRIMARY KEY(name, value, key)) WITHOUT ROWID"),
@@ -152,8 +153,8 @@ def test_schema_of_a_fresh_store_is_pinned(root):
         journal_mode = db.execute("PRAGMA journal_mode").fetchone()
     finally:
         db.close()
-    assert master == SCHEMA_V4_MASTER
-    assert settings == [("indexed", "4"), ("schema", "4")]
+    assert master == SCHEMA_V5_MASTER
+    assert settings == [("indexed", "5"), ("schema", "5")]
     assert journal_mode == ("wal",)
 
 
@@ -164,7 +165,8 @@ def _write(path, payload: bytes) -> None:
 
 
 def test_an_index_of_schema_4_opens_and_reads(root):
-    """A store as schema version 4 leaves it: opened as it is (not rebuilt from the files)."""
+    """A store as schema version 4 leaves it: opened as it is (not rebuilt from the files),
+    upgraded in place to schema 5 by its step (keys.revision from the journal)."""
     os.makedirs(root / ".kvstore" / "tmp")
     kvstore.init_shared_store(str(root))
     big = b"B" * 70_000
@@ -205,14 +207,41 @@ def test_an_index_of_schema_4_opens_and_reads(root):
         assert sorted(store.query_keys(colour="blue")) == ["dir/big"]
         assert sorted(store.glob("*")) == ["Legacy Name", "dir/big", "small"]
         assert (store.journal_floor(), store.last_sequence()) == (2, 5)
+        # schema 5's step: each key's revision is the sequence of its last journal row
+        assert [store.get(k).revision for k in ("small", "dir/big", "Legacy Name")] == [3, 4, 5]
         assert [(e.sequence, e.key, e.kind, e.origin) for e in store.changes_since(0)] == [
             (3, "small", "set", "elsewhere"), (4, "dir/big", "set", "elsewhere"),
             (5, "Legacy Name", "set", "elsewhere")]
         # and it is written as before: the legacy key where encore put it
         store.set("Legacy Name", (b"new", {"k": 1}))
         store.update_metadata("small", {"n": 2})
+        assert store.get("small").revision == 7
     assert open(root / "Legacy Name.data", "rb").read() == b"new"
     assert json.loads(open(root / "small.metadata", "rb").read()) == {"colour": "red", "n": 2}
     db = _index(root)
-    assert db.execute("SELECT value FROM settings WHERE name='schema'").fetchone() == ("4",)
+    # upgraded in place (issue 18 changed the schema deliberately: 4 -> 5, step_revisions)
+    assert db.execute("SELECT value FROM settings WHERE name='schema'").fetchone() == ("5",)
     db.close()
+
+
+def test_schema_4_keys_the_journal_no_longer_knows_get_a_reserved_revision(root):
+    """The step gives a key without a journal row the store's last sequence (at least 1),
+    which no later change is given again."""
+    os.makedirs(root / ".kvstore" / "tmp")
+    kvstore.init_shared_store(str(root))
+    _write(str(root / "old.data"), b"old")
+    _write(str(root / "old.metadata"), b"{}")
+    db = _index(root)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA_V4_SQL)
+    db.executemany("INSERT INTO settings(name, value) VALUES (?, ?)", [("schema", "4"), ("indexed", "4")])
+    db.execute("INSERT INTO keys(key, metadata, created, modified, path, data) VALUES (?,?,?,?,?,?)",
+               ("old", "{}", 1.0, 1.0, None, b"old"))
+    db.commit()
+    db.close()
+    with kvstore.FileSystemStore(root) as store:
+        assert store.get("old").revision == 1
+        store.set("other", (b"", {}))
+        store.set("old", (b"new", {}))
+        assert store.get("other").revision == 2 and store.get("old").revision == 3
+        assert [e.revision for e in store.history("old")] == [3]

@@ -77,8 +77,11 @@ def _object(client: Any, bucket: str, name: str) -> dict[str, Any]:
 
 
 def _check_metadata_object(obj: dict[str, Any], json_text: str, data: bytes, t0: float, t1: float,
-                           extra: dict[str, str]) -> str:
-    """The metadata object's body and headers as S3Store writes them; returns its write id."""
+                           extra: dict[str, str], revision: str = "1") -> str:
+    """The metadata object's body and headers as S3Store writes them; returns its write id.
+
+    Issue 18 added ``kvstore-revision`` (the key's per-key revision counter) deliberately.
+    """
     assert obj["content_type"] == "application/json"
     body = obj["body"]
     assert body.startswith(json_text.encode("utf-8"))
@@ -87,6 +90,7 @@ def _check_metadata_object(obj: dict[str, Any], json_text: str, data: bytes, t0:
     write = headers.pop("kvstore-write")
     assert HEX32.fullmatch(write)
     created, modified = headers.pop("kvstore-created"), headers.pop("kvstore-modified")
+    assert headers.pop("kvstore-revision") == revision
     for stamp in (created, modified):
         assert repr(float(stamp)) == stamp and t0 <= float(stamp) <= t1
     assert headers == {"kvstore-crc32": f"{zlib.crc32(data):08x}", "kvstore-size": str(len(data)), **extra}
@@ -173,6 +177,7 @@ def test_update_keeps_data_and_created(client: Any, bucket: str) -> None:
         headers = meta["headers"]
         assert headers["kvstore-write"] == before["kvstore-write"]  # it still names the same data
         assert headers["kvstore-created"] == before["kvstore-created"]
+        assert (before["kvstore-revision"], headers["kvstore-revision"]) == ("1", "2")
         assert t0 <= float(headers["kvstore-modified"]) <= t1
         _check_data_object(_object(client, bucket, "golden/k.data"), b"v", headers["kvstore-write"])
 
@@ -221,5 +226,8 @@ def test_bucket_written_by_hand_is_read(client: Any, bucket: str) -> None:
         value = store.get("été")
         assert (value.data.read(), value.metadata) == (b"u", {"u": "é"})
         assert (value.created, value.modified) == (1700000000.25, 1700000001.5)
+        assert value.revision == 1  # no kvstore-revision header (written before issue 18): 1
+        store.update_metadata("été", {"v": 2}, if_revision=1)
+        assert store.get("été").revision == 2
         assert (store.to_bytes(long_key), store.get_metadata(long_key)) == (b"long", {"l": 1})
         assert (store.to_bytes("plain"), store.get_metadata("plain")) == (b"synced", {"p": 1})

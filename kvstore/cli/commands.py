@@ -36,7 +36,7 @@ def cmd_put(args: argparse.Namespace) -> int:
                 raise CLIError(f"cannot read {source}: {exc.strerror or exc}") from None
         store = stack.enter_context(_open(args))
         stack.enter_context(_ProgressBars(store))
-        store.set(args.key, (stream, metadata))
+        store.set(args.key, (stream, metadata), if_revision=args.if_revision)
     return 0
 
 
@@ -88,6 +88,8 @@ def cmd_meta(args: argparse.Namespace) -> int:
     both = sorted(set(updates) & set(unset))
     if both:
         raise CLIError(f"--set and --unset both name {', '.join(both)}", code=2)
+    if args.if_revision is not None and not (updates or unset):
+        raise CLIError("--if-revision needs --set or --unset", code=2)
     with _open(args, write=bool(updates or unset)) as store:
         try:
             if unset:
@@ -95,9 +97,9 @@ def cmd_meta(args: argparse.Namespace) -> int:
                 for name in unset:
                     metadata.pop(name, None)
                 metadata.update(updates)
-                store.set_metadata(args.key, metadata)
+                store.set_metadata(args.key, metadata, if_revision=args.if_revision)
             elif updates:
-                store.update_metadata(args.key, updates)
+                store.update_metadata(args.key, updates, if_revision=args.if_revision)
             metadata = store.get_metadata(args.key)
         except KeyError:
             raise _no_key(args.key, store) from None
@@ -110,7 +112,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     with _open(args) as store:
         for key in args.keys:
             try:
-                store.delete(key)
+                store.delete(key, if_revision=args.if_revision)
             except KeyError:
                 if not args.force:
                     raise _no_key(key, store) from None
@@ -174,6 +176,18 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise CLIError(f"bad query: {exc}") from None
     for key, metadata in results:
         _say(key if args.keys else _json({"key": key, "metadata": metadata}))
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    """Print a key's history, oldest change first, one JSON line per change."""
+    with _open(args, write=False) as store:
+        try:
+            events = store.history(args.key)
+        except NotImplementedError as exc:
+            raise CLIError(str(exc)) from None
+    for event in events:
+        _say(_json(event.to_dict()))
     return 0
 
 

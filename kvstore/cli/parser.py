@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Tuple
 
 from .. import __version__
 from .args import _Parser
-from .commands import cmd_get, cmd_info, cmd_ls, cmd_meta, cmd_put, cmd_query, cmd_rm
+from .commands import cmd_get, cmd_info, cmd_log, cmd_ls, cmd_meta, cmd_put, cmd_query, cmd_rm
 from .demo import cmd_demo
 from .transfer import cmd_cp, cmd_mv, cmd_sync
 from .watching import cmd_watch
@@ -109,6 +109,12 @@ example:
   kvstore info
   kvstore --store s3://bucket/prefix info
 """),
+    ("log", cmd_log, "print a key's history, oldest change first, one JSON line each", """\
+example:
+  kvstore log jobs/counter
+
+Each line is an event's to_dict(): type, key, metadata, revision, sequence, timestamp, origin.
+"""),
     ("watch", cmd_watch, "print one JSON line per change, as it happens", """\
 example:
   kvstore watch                       # a filesystem store: changes by other processes
@@ -137,6 +143,16 @@ def _sequence(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a journal sequence (a whole number >= 0), not {text!r}") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"a journal sequence is >= 0, not {number}")
+    return number
+
+
+def _revision(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a revision (a whole number >= 0), not {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a revision is >= 0, not {number}")
     return number
 
 
@@ -174,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                               help="set these names (VALUE parsed as for put --meta); the data stays")
     subs["meta"].add_argument("--unset", metavar="NAME", action="extend", nargs="+",
                               help="remove these names; the data stays")
+    for name in ("put", "meta", "rm"):
+        subs[name].add_argument("--if-revision", metavar="N", type=_revision, dest="if_revision",
+                                help="only if the key is at revision N (0: only if it does not exist)")
+    subs["log"].add_argument("key", metavar="KEY")
     subs["rm"].add_argument("keys", metavar="KEY", nargs="+")
     subs["rm"].add_argument("-f", "--force", action="store_true", help="ignore keys that do not exist")
     for name in ("cp", "mv"):

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 import time
 import zlib
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import SplitResult
 
 from .._checksum import KeyStat, crc32_text
 from .._options import as_str, url_options
-from .._rules import EMPTY, KEEP, Overlay, plan_delete, plan_write
+from .._rules import EMPTY, KEEP, Overlay, check_revision, plan_delete, plan_write
 from ..base import AbstractStore, Change, ProgressReader, Value
+from ..errors import ConflictError
 
 __all__ = ["MemoryStore"]
 
@@ -25,27 +27,36 @@ class _Entry:
     created: float
     modified: float
     crc32: int  # of data, computed once when the data is written
+    revision: Optional[int] = None  # None: staged in a transaction, numbered at its commit
 
     def value(self) -> Value:
-        return Value.from_bytes(self.data, self.metadata, self.created, self.modified)
+        return Value.from_bytes(self.data, self.metadata, self.created, self.modified, self.revision)
 
 
 # One write, as recorded in a transaction and replayed at commit:
-# (kind, key, data, metadata, update) with kind "write" or "delete".
-_Op = Tuple[str, str, Optional[bytes], Optional[Dict[str, Any]], Optional[Dict[str, Any]]]
+# (kind, key, data, metadata, update, if_revision) with kind "write" or "delete".
+_Op = Tuple[str, str, Optional[bytes], Optional[Dict[str, Any]], Optional[Dict[str, Any]], Optional[int]]
 
 
 _Staging = Overlay[_Entry, _Op]
 
 
-def _compute(current: Optional[_Entry], op: _Op) -> Tuple[Optional[_Entry], Change]:
-    """The entry after ``op`` and the change it makes; KeyError when ``op`` needs the key."""
-    kind, key, data, metadata, update = op
+def _compute(current: Optional[_Entry], op: _Op, revision: Optional[int]) -> Tuple[Optional[_Entry], Change]:
+    """The entry after ``op`` and the change it makes, numbered ``revision`` (None: staged);
+    KeyError when ``op`` needs the key, ConflictError when its condition does not hold.
+
+    A staged entry's revision is not known before the commit: its condition waits for it.
+    """
+    kind, key, data, metadata, update, expected = op
     current_md = current.metadata if current is not None else None
+    actual = current.revision if current is not None else None
+    if current is not None and actual is None:
+        expected = None  # written earlier in this transaction: checked again at the commit
     if kind == "delete":
-        outcome = plan_delete(key, current_md)
-        return None, Change("delete", key, outcome.metadata)
-    outcome = plan_write(key, current_md, has_data=data is not None, metadata=metadata, update=update)
+        outcome = plan_delete(key, current_md, expected=expected, revision=actual)
+        return None, Change("delete", key, outcome.metadata, revision=revision, timestamp=time.time())
+    outcome = plan_write(key, current_md, has_data=data is not None, metadata=metadata, update=update,
+                         expected=expected, revision=actual)
     if outcome.data == KEEP:
         assert current is not None
         data, crc = current.data, current.crc32
@@ -56,22 +67,30 @@ def _compute(current: Optional[_Entry], op: _Op) -> Tuple[Optional[_Entry], Chan
         crc = zlib.crc32(data)
     now = time.time()
     created = current.created if current is not None else now
-    change = Change(outcome.kind, key, outcome.metadata, timestamp=now)
-    return _Entry(data, outcome.metadata, created, now, crc), change
+    change = Change(outcome.kind, key, outcome.metadata, timestamp=now, revision=revision)
+    return _Entry(data, outcome.metadata, created, now, crc, revision), change
 
 
 class MemoryStore(AbstractStore):
     """A store in this process's memory. Thread-safe; transactions roll back.
+
+    Revisions come from one counter of the store: every change takes the next number.
+    ``history(key)`` gives the last :attr:`history_keep` changes of each key.
 
     Parameters
     ----------
     name : optional name, shown by ``info()``.
     """
 
+    #: changes of each key kept for ``history()``
+    history_keep = 64
+
     def __init__(self, *, name: Optional[str] = None) -> None:
         super().__init__(name=name)
         self._lock = threading.RLock()
         self._entries: Dict[str, _Entry] = {}
+        self._revision = 0  # the store's last revision number
+        self._history_of: Dict[str, Deque[Change]] = {}
 
     @classmethod
     def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> MemoryStore:
@@ -105,7 +124,7 @@ class MemoryStore(AbstractStore):
             return self._current(key) is not None
 
     def _write(self, key: str, source: Optional[ProgressReader], metadata: Optional[Dict[str, Any]],
-               update: Optional[Dict[str, Any]]) -> List[Change]:
+               update: Optional[Dict[str, Any]], if_revision: Optional[int] = None) -> List[Change]:
         data = None
         if source is not None:
             chunks = []
@@ -115,27 +134,34 @@ class MemoryStore(AbstractStore):
                     break
                 chunks.append(chunk)
             data = b"".join(chunks)
-        return self._do(("write", key, data, metadata, update))
+        return self._do(("write", key, data, metadata, update, if_revision))
 
-    def _delete(self, key: str) -> List[Change]:
-        return self._do(("delete", key, None, None, None))
+    def _delete(self, key: str, if_revision: Optional[int] = None) -> List[Change]:
+        return self._do(("delete", key, None, None, None, if_revision))
 
-    def _copy(self, src: str, dst: str, buffer_size: int) -> List[Change]:
+    def _copy(self, src: str, dst: str, buffer_size: int, if_revision: Optional[int] = None) -> List[Change]:
         # bytes are immutable: the copy shares them, and its CRC is known already
         with self._lock:
             entry = self._current(src)
             if entry is None:
                 raise KeyError(src)
-            return self._do(("write", dst, entry.data, json.loads(json.dumps(entry.metadata)), None))
+            return self._do(("write", dst, entry.data, json.loads(json.dumps(entry.metadata)), None, if_revision))
 
-    def _move(self, src: str, dst: str, buffer_size: int) -> List[Change]:
+    def _move(self, src: str, dst: str, buffer_size: int, if_revision: Optional[int] = None,
+              if_source_revision: Optional[int] = None) -> List[Change]:
         # One step under the lock: no reader ever sees both keys or neither.
         with self._lock:
             entry = self._current(src)
             if entry is None:
+                if if_source_revision is not None:
+                    raise ConflictError(src, if_source_revision, None)
                 raise KeyError(src)
-            return self._do_all([("write", dst, entry.data, json.loads(json.dumps(entry.metadata)), None),
-                                 ("delete", src, None, None, None)])
+            if if_source_revision is not None and entry.revision is not None:
+                # the source's condition first, so that a failed move names src
+                check_revision(src, if_source_revision, entry.revision)
+            return self._do_all([("write", dst, entry.data, json.loads(json.dumps(entry.metadata)), None,
+                                  if_revision),
+                                 ("delete", src, None, None, None, if_source_revision)])
 
     def _stat(self, key: str) -> KeyStat:
         with self._lock:
@@ -150,26 +176,42 @@ class MemoryStore(AbstractStore):
 
     def _do_all(self, ops: List[_Op]) -> List[Change]:
         """Apply ``ops`` in order as one step (or stage them in this thread's transaction);
-        a KeyError from any of them leaves everything as it was."""
+        a KeyError or ConflictError from any of them leaves everything as it was."""
         with self._lock:
             staging = self._tx_state()
             view: Dict[str, Optional[_Entry]] = {}
             computed = []
-            for op in ops:
+            for i, op in enumerate(ops):
                 key = op[1]
                 current = view[key] if key in view else self._current(key)
-                view[key], change = _compute(current, op)
+                number = None if staging is not None else self._revision + 1 + i
+                view[key], change = _compute(current, op, number)
                 computed.append((key, view[key], op, change))
             if staging is not None:
                 for key, entry, op, _ in computed:
                     staging.record(key, entry, op)
                 return []
-            for key, entry in view.items():
-                if entry is None:
-                    del self._entries[key]
-                else:
-                    self._entries[key] = entry
-            return [change for _, _, _, change in computed]
+            changes = [change for _, _, _, change in computed]
+            self._publish(view, changes)
+            return changes
+
+    def _publish(self, view: Dict[str, Optional[_Entry]], changes: List[Change]) -> None:
+        """Make ``view`` the committed state and number its ``changes`` (under the lock)."""
+        for key, entry in view.items():
+            if entry is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = entry
+        for change in changes:
+            self._revision = max(self._revision, change.revision or 0)
+            kept = self._history_of.get(change.key)
+            if kept is None:
+                kept = self._history_of[change.key] = collections.deque(maxlen=self.history_keep)
+            kept.append(replace(change, origin=self.origin))
+
+    def _history(self, key: str) -> List[Change]:
+        with self._lock:
+            return list(self._history_of.get(key, ()))
 
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         with self._lock:
@@ -184,16 +226,13 @@ class MemoryStore(AbstractStore):
         # Replay against the latest state so that updates merge with what other threads
         # wrote meanwhile; all or nothing.
         with self._lock:
+            # Conditions are checked again here, against the numbers the commit gives.
             view: Dict[str, Optional[_Entry]] = {}
             changes = []
-            for op in staging.ops:
+            for i, op in enumerate(staging.ops):
                 key = op[1]
                 current = view[key] if key in view else self._entries.get(key)
-                view[key], change = _compute(current, op)
+                view[key], change = _compute(current, op, self._revision + 1 + i)
                 changes.append(change)
-            for key, entry in view.items():
-                if entry is None:
-                    self._entries.pop(key, None)
-                else:
-                    self._entries[key] = entry
+            self._publish(view, changes)
             return changes

@@ -54,6 +54,7 @@ class WriteOp:
     metadata: dict[str, Any] | None = None
     update: dict[str, Any] | None = None
     meta_text: str | None = None  # JSON of ``metadata``, made once
+    if_revision: int | None = None  # the write's condition (see kvstore._rules.check_revision)
 
     @property
     def has_data(self) -> bool:
@@ -154,28 +155,35 @@ class Plan:
     contents: Contents = field(default_factory=dict)
 
 
-def plan_commit(ops: list[WriteOp], rows: Mapping[str, Row | None], root: str) -> Plan:
+def plan_commit(ops: list[WriteOp], rows: Mapping[str, Row | None], root: str,
+                revisions: Mapping[str, int | None] | None = None, first: int = 0) -> Plan:
     """Plan the commit of ``ops`` in order, on top of the keys' committed ``rows`` (None:
-    missing; one for each key of ``ops``), in the store at ``root``. Pure.
+    missing; one for each key of ``ops``) and ``revisions``, in the store at ``root``; the
+    commit's changes are to be numbered from ``first`` (one per op). Pure.
 
     Raises
     ------
+    ConflictError : an op's condition does not hold by then (the whole commit fails).
     KeyError : an op needs a key that is missing by then (the whole commit fails).
     """
     plan = Plan()
     view = dict(rows)  # key -> its row as the ops so far leave it
-    for op in ops:
+    revision = dict(revisions or {})  # key -> its revision as the ops so far leave it
+    for i, op in enumerate(ops):
         row = view[op.key]
+        actual = revision.get(op.key)
         if op.kind == "delete":
-            _plan_delete(plan, op, row, root)
+            _plan_delete(plan, op, row, root, actual)
             view[op.key] = None
         else:
-            view[op.key] = _plan_write(plan, op, row, root)
+            view[op.key] = _plan_write(plan, op, row, root, actual)
+        revision[op.key] = first + i
     return plan
 
 
-def _plan_delete(plan: Plan, op: WriteOp, row: Row | None, root: str) -> None:
-    current = plan_delete(op.key, row[0] if row is not None else None).metadata
+def _plan_delete(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: int | None) -> None:
+    current = plan_delete(op.key, row[0] if row is not None else None, expected=op.if_revision,
+                          revision=revision).metadata
     assert row is not None
     data_path, meta_path = key_paths(root, op.key, row[1])
     plan.files.append(Unlink(data_path))
@@ -183,10 +191,11 @@ def _plan_delete(plan: Plan, op: WriteOp, row: Row | None, root: str) -> None:
     plan.records.append(Record("delete", op.key, current, dump_json(current), current, KEEP_DATA))
 
 
-def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str) -> Row:
+def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: int | None) -> Row:
     current, row_path, inline = row if row is not None else (None, None, False)
     has_data = op.data_tmp is not None or op.data is not None
-    outcome = plan_write(op.key, current, has_data=has_data, metadata=op.metadata, update=op.update)
+    outcome = plan_write(op.key, current, has_data=has_data, metadata=op.metadata, update=op.update,
+                         expected=op.if_revision, revision=revision)
     metadata = outcome.metadata
     text = op.meta_text if op.update is None and op.meta_text is not None else dump_json(metadata)
     data_path, meta_path = key_paths(root, op.key, row_path)
@@ -320,13 +329,18 @@ class Committer:
             now = time.time()
             # Under the exclusive lock, with earlier commits fully applied, the index says
             # exactly what the files hold: plan from it.
+            # The conditions are checked here, in the same SQLite transaction as the writes.
             rows: dict[str, Row | None] = {}
+            revisions: dict[str, int | None] = {}
             for op in ops:
                 if op.key not in rows:
                     rows[op.key] = self._index.state(conn, op.key)
-            plan = plan_commit(ops, rows, self._root)
+                    if op.if_revision is not None:
+                        revisions[op.key] = self._index.revision(conn, op.key)
+            first = self._index.next_sequence(conn)
+            plan = plan_commit(ops, rows, self._root, revisions, first)
             sequences = self._index.record(conn, plan.records, encode_files(plan.files), origin, now,
-                                           self._listed)
+                                           self._listed, first)
             # Trim when this commit's sequence numbers cross a multiple of the interval, so
             # that short-lived writers trim too.
             first, newest = sequences[0], sequences[-1]
@@ -346,5 +360,5 @@ class Committer:
                           "commit finishes them", self._listed, self._root, exc)
             else:
                 self._applied = self._listed
-        return [Change(r.kind, r.key, r.metadata, seq, now, r.text)
+        return [Change(r.kind, r.key, r.metadata, seq, now, r.text, revision=seq)
                 for r, seq in zip(plan.records, sequences, strict=True)]

@@ -233,17 +233,19 @@ class RangeReader(io.RawIOBase):
         return self.read(-1)
 
 
-def fd_value(fd: int, size: int, metadata: Any, created: float, modified: float) -> Value:
+def fd_value(fd: int, size: int, metadata: Any, created: float, modified: float,
+             revision: int | None = None) -> Value:
     """A Value reading an open descriptor; ``metadata`` is a dict or its JSON text."""
     holder = _Fd(fd)
     text = metadata if isinstance(metadata, str) else json.dumps(metadata)
-    return Value(size=size, metadata_json=text, created=created, modified=modified,
+    return Value(size=size, metadata_json=text, created=created, modified=modified, revision=revision,
                  opener=lambda start, end: io.BufferedReader(RangeReader(holder, start, end), 1 << 16))
 
 
-def bytes_value(data: bytes, metadata_json: str, created: float, modified: float) -> Value:
+def bytes_value(data: bytes, metadata_json: str, created: float, modified: float,
+                revision: int | None = None) -> Value:
     return Value(size=len(data), metadata_json=metadata_json, created=created, modified=modified,
-                 opener=lambda start, end: io.BytesIO(data[start:end]))
+                 revision=revision, opener=lambda start, end: io.BytesIO(data[start:end]))
 
 
 def read_json(path: str) -> dict[str, Any]:

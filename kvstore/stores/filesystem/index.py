@@ -29,16 +29,17 @@ from .files import ScannedKey
 log = logging.getLogger("kvstore.filesystem")
 
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 # keys.path is NULL for a key stored under its canonical file name, else the name another
 # tool (encore) gave its files. keys.data holds a copy of a small value (NULL for a bigger
 # one): get() serves it from there, and it is what a commit's in-place file writes are
-# redone from.
+# redone from. keys.revision is the journal sequence of the key's last change (schema 5,
+# see step_revisions).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS keys(
     key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,
-    path TEXT, data BLOB) WITHOUT ROWID;
+    path TEXT, data BLOB, revision INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(
     name TEXT NOT NULL, value TEXT NOT NULL, key TEXT NOT NULL,
     PRIMARY KEY(name, value, key)) WITHOUT ROWID;
@@ -204,6 +205,25 @@ class Index:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
+    def revision(self, conn: sqlite3.Connection, key: str) -> int | None:
+        """The committed revision of ``key`` (None: missing), for a commit's conditions."""
+        try:
+            row = conn.execute("SELECT revision FROM keys WHERE key=?", (key,)).fetchone()
+            return None if row is None else row[0]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def next_sequence(self, conn: sqlite3.Connection) -> int:
+        """The sequence the next journal row gets: above every row, the journal's floor and
+        the revisions given to keys the journal did not know (``revision_floor``)."""
+        try:
+            return int(conn.execute(
+                "SELECT max(coalesce((SELECT max(seq) FROM journal), 0), coalesce((SELECT "
+                "max(CAST(value AS INTEGER)) FROM settings WHERE name IN ('journal_floor', "
+                "'revision_floor')), 0)) + 1").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
     def contents(self, conn: sqlite3.Connection, key: str) -> tuple[bytes | None, str] | None:
         """(inline data or None, metadata text) of ``key``: what its in-place file writes write."""
         try:
@@ -211,26 +231,27 @@ class Index:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
-    def located(self, key: str) -> tuple[str, str | None, bytes | None] | None:
-        """(metadata text, recorded path, inline data) of ``key``, or None."""
+    def located(self, key: str) -> tuple[str, str | None, bytes | None, int | None] | None:
+        """(metadata text, recorded path, inline data, revision) of ``key``, or None."""
         try:
-            return self.conn().execute("SELECT metadata, path, data FROM keys WHERE key=?", (key,)).fetchone()
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
-
-    def inline(self, key: str) -> tuple[str, float, float, bytes | None] | None:
-        """(metadata text, created, modified, inline data or None) of ``key``, or None."""
-        try:
-            return self.conn().execute("SELECT metadata, created, modified, data FROM keys WHERE key=?",
+            return self.conn().execute("SELECT metadata, path, data, revision FROM keys WHERE key=?",
                                        (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
-    def full(self, key: str) -> tuple[str, float, float, str | None, bytes | None] | None:
-        """(metadata text, created, modified, recorded path, inline data) of ``key``, or None."""
+    def inline(self, key: str) -> tuple[str, float, float, bytes | None, int | None] | None:
+        """(metadata text, created, modified, inline data or None, revision) of ``key``, or None."""
         try:
-            return self.conn().execute("SELECT metadata, created, modified, path, data FROM keys WHERE key=?",
-                                       (key,)).fetchone()
+            return self.conn().execute("SELECT metadata, created, modified, data, revision FROM keys "
+                                       "WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def full(self, key: str) -> tuple[str, float, float, str | None, bytes | None, int | None] | None:
+        """(metadata text, created, modified, recorded path, inline data, revision) of ``key``, or None."""
+        try:
+            return self.conn().execute("SELECT metadata, created, modified, path, data, revision FROM keys "
+                                       "WHERE key=?", (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
@@ -284,24 +305,26 @@ class Index:
     # ------------------------------------------------------------ commits
 
     def record(self, conn: sqlite3.Connection, records: list[Record], files: str, origin: str,
-               now: float, listed: int) -> list[int]:
+               now: float, listed: int, first: int) -> list[int]:
         """Write the index and journal rows of ``records`` (the last journal row listing the
-        file operations ``files``) in the transaction open on ``conn``; their sequences.
-        ``listed`` is the journal row whose file operations are now done (0: none)."""
+        file operations ``files``) in the transaction open on ``conn``, numbered from
+        ``first`` (:meth:`next_sequence`); their sequences, which are also the keys' new
+        revisions. ``listed`` is the journal row whose file operations are now done (0: none)."""
         try:
             if listed:
                 conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (listed,))
             last = len(records) - 1
             sequences = []
             for i, r in enumerate(records):
-                cur = conn.execute(
-                    "INSERT INTO journal(key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?)",
-                    (r.key, r.kind, r.text, origin, now, files if i == last else None))
-                sequences.append(cur.lastrowid or 0)  # never None after an INSERT
+                seq = first + i
+                conn.execute(
+                    "INSERT INTO journal(seq, key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?,?)",
+                    (seq, r.key, r.kind, r.text, origin, now, files if i == last else None))
+                sequences.append(seq)
                 if r.kind == "delete":
                     self._delete_key(conn, r)
                 else:
-                    self._write_key(conn, r, now)
+                    self._write_key(conn, r, now, seq)
             return sequences
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
@@ -314,20 +337,21 @@ class Index:
                              [(n, canonical(v), r.key) for n, v in r.old.items()])
 
     @staticmethod
-    def _write_key(conn: sqlite3.Connection, r: Record, now: float) -> None:
+    def _write_key(conn: sqlite3.Connection, r: Record, now: float, seq: int) -> None:
         # An upsert keeps the row's created time; a record that keeps the data leaves
         # keys.data (and keys.path) as they are.
         if r.data is KEEP_DATA:
             conn.execute(
-                "INSERT INTO keys(key, metadata, created, modified) VALUES (?,?,?,?) ON CONFLICT(key) "
-                "DO UPDATE SET metadata=excluded.metadata, modified=excluded.modified",
-                (r.key, r.text, now, now))
+                "INSERT INTO keys(key, metadata, created, modified, revision) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, modified=excluded.modified, "
+                "revision=excluded.revision",
+                (r.key, r.text, now, now, seq))
         else:
             conn.execute(
-                "INSERT INTO keys(key, metadata, created, modified, data) VALUES (?,?,?,?,?) "
+                "INSERT INTO keys(key, metadata, created, modified, data, revision) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, "
-                "modified=excluded.modified, data=excluded.data",
-                (r.key, r.text, now, now, r.data))
+                "modified=excluded.modified, data=excluded.data, revision=excluded.revision",
+                (r.key, r.text, now, now, r.data, seq))
         if r.metadata is r.old:
             return  # the data changed, not the metadata
         # Only the names whose value changed touch the meta index: fewer pages per commit.
@@ -374,6 +398,7 @@ class Index:
                              (key, dump_json(metadata), created, modified, path, data))
                 conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
                                  [(n, canonical(v), key) for n, v in metadata.items()])
+            assign_revisions(conn)
             conn.execute("INSERT INTO settings(name, value) VALUES ('indexed', ?) "
                          "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (SCHEMA_VERSION,))
             conn.execute("COMMIT")
@@ -392,6 +417,14 @@ class Index:
     def journal_floor(self) -> int:
         row = self.conn().execute("SELECT value FROM settings WHERE name='journal_floor'").fetchone()
         return int(row[0]) if row else 0
+
+    @_sql
+    def history(self, key: str) -> list[tuple[int, str, str, str, float]]:
+        """(seq, kind, metadata text, origin, timestamp) of the journal rows of ``key``, oldest
+        first (a scan of the journal, which keeps at most ``journal_keep`` rows)."""
+        return self.conn().execute(
+            "SELECT seq, kind, metadata, origin, timestamp FROM journal WHERE key=? ORDER BY seq",
+            (key,)).fetchall()
 
     @_sql
     def changes_since(self, sequence: int, limit: int) -> list[tuple[int, str, str, str, str, float]]:
@@ -417,7 +450,52 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
         raise
 
 
+def assign_revisions(conn: sqlite3.Connection) -> None:
+    """Give every key without a revision one: the sequence of its last journal row when the
+    journal still has one, else the store's last sequence (at least 1), which is then
+    reserved (``revision_floor``) so that no later change is given it again."""
+    conn.execute("UPDATE keys SET revision = j.seq FROM (SELECT key, max(seq) AS seq FROM journal "
+                 "GROUP BY key) AS j WHERE j.key = keys.key AND keys.revision IS NULL")
+    if conn.execute("SELECT 1 FROM keys WHERE revision IS NULL LIMIT 1").fetchone() is None:
+        return
+    last = conn.execute(
+        "SELECT max(1, coalesce((SELECT max(seq) FROM journal), 0), coalesce((SELECT "
+        "max(CAST(value AS INTEGER)) FROM settings WHERE name IN ('journal_floor', 'revision_floor')), 0))"
+    ).fetchone()[0]
+    conn.execute("UPDATE keys SET revision=? WHERE revision IS NULL", (last,))
+    conn.execute("INSERT INTO settings(name, value) VALUES ('revision_floor', ?) "
+                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value "
+                 "WHERE CAST(excluded.value AS INTEGER) > CAST(settings.value AS INTEGER)", (str(last),))
+
+
+def step_revisions(conn: sqlite3.Connection) -> None:
+    """Schema step 4 -> 5 (issue 18): the ``keys.revision`` column, filled for the keys
+    there are by :func:`assign_revisions` (positive, never given to a later change)."""
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(keys)")]
+    if "revision" not in columns:
+        conn.execute("ALTER TABLE keys ADD COLUMN revision INTEGER")
+    assign_revisions(conn)
+
+
+# Steps that bring an index of one schema to the next without a rebuild from the files:
+# version -> (step, the version it makes). Any other version is rebuilt by _migrate.
+STEPS: dict[str, tuple[Callable[[sqlite3.Connection], None], str]] = {
+    "4": (step_revisions, "5"),
+}
+
+
 def _migrate(conn: sqlite3.Connection, version: str | None) -> None:
+    while version in STEPS:
+        step, version = STEPS[version]
+        log.info("upgrading an index to schema %s (%s)", version, step.__name__)
+        step(conn)
+        conn.execute("INSERT OR REPLACE INTO settings(name, value) VALUES ('schema', ?)", (version,))
+    if version == SCHEMA_VERSION:
+        return
+    _rebuild_schema(conn, version)
+
+
+def _rebuild_schema(conn: sqlite3.Connection, version: str | None) -> None:
     # Everything but the journal is rebuilt from the files (the next connect sees no
     # 'indexed' setting); a journal of before the files column is copied row by row, so
     # that sequence numbers never go backwards.

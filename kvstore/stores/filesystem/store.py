@@ -191,16 +191,16 @@ class FileSystemStore(AbstractStore):
         if row is None:
             raise KeyError(key)
         if row[3] is not None:
-            return bytes_value(row[3], row[0], row[1], row[2])
+            return bytes_value(row[3], row[0], row[1], row[2], row[4])
         # Under the shared lock no commit is half-applied, so the index row and the data
         # file opened are of the same commit; the open descriptor keeps that data.
         with self._lock.shared:
             full = self._index.full(key)
             if full is None:
                 raise KeyError(key)
-            text, created, modified, row_path, data = full
+            text, created, modified, row_path, data, revision = full
             if data is not None:  # it became a small value meanwhile
-                return bytes_value(data, text, created, modified)
+                return bytes_value(data, text, created, modified, revision)
             try:
                 fd = os.open(key_paths(self.path, key, row_path)[0], os.O_RDONLY)
             except (FileNotFoundError, NotADirectoryError):
@@ -213,8 +213,8 @@ class FileSystemStore(AbstractStore):
                 small = os.pread(fd, size, 0)
             finally:
                 os.close(fd)
-            return bytes_value(small, text, created, modified)
-        return fd_value(fd, size, text, created, modified)
+            return bytes_value(small, text, created, modified, revision)
+        return fd_value(fd, size, text, created, modified, revision)
 
     @staticmethod
     def _staged_value(key: str, entry: _Entry | None) -> Value:
@@ -248,8 +248,8 @@ class FileSystemStore(AbstractStore):
     # ------------------------------------------------------------ writes
 
     def _write(self, key: str, source: ProgressReader | None, metadata: dict[str, Any] | None,
-               update: dict[str, Any] | None) -> list[Change]:
-        op = WriteOp("write", key, metadata=metadata, update=update)
+               update: dict[str, Any] | None, if_revision: int | None = None) -> list[Change]:
+        op = WriteOp("write", key, metadata=metadata, update=update, if_revision=if_revision)
         try:
             if source is not None:
                 op.data, op.data_tmp = self._tmp.take(source, self.inline_max)
@@ -260,8 +260,8 @@ class FileSystemStore(AbstractStore):
             unlink(op.data_tmp)
             raise
 
-    def _delete(self, key: str) -> list[Change]:
-        return self._submit(WriteOp("delete", key))
+    def _delete(self, key: str, if_revision: int | None = None) -> list[Change]:
+        return self._submit(WriteOp("delete", key, if_revision=if_revision))
 
     def _submit(self, op: WriteOp) -> list[Change]:
         staging = self._tx_state()
@@ -270,14 +270,23 @@ class FileSystemStore(AbstractStore):
                                           self.checkpoint_every)
         # Inside a transaction: check the write against this transaction's view, record
         # it, and show it to this thread's reads; nothing is visible to others yet.
+        # Its condition is checked now against the committed revision (a key this
+        # transaction wrote has none yet), and again at the commit.
         current = self._current(op.key)
         current_md = current[1] if current is not None else None
+        expected, actual = op.if_revision, None
+        if expected is not None and current is not None:
+            if staging.touched(op.key):
+                expected = None
+            else:
+                located = self._index.located(op.key)
+                actual = located[3] if located is not None else None
         entry: _Entry | None = None
         if op.kind == "delete":
-            plan_delete(op.key, current_md)
+            plan_delete(op.key, current_md, expected=expected, revision=actual)
         else:
             outcome = plan_write(op.key, current_md, has_data=op.has_data, metadata=op.metadata,
-                                 update=op.update)
+                                 update=op.update, expected=expected, revision=actual)
             data: str | bytes
             if op.data_tmp is not None:
                 data = op.data_tmp
@@ -372,6 +381,10 @@ class FileSystemStore(AbstractStore):
         """Changes with a sequence at or below this number are no longer in the journal."""
         self._ready()
         return self._index.journal_floor()
+
+    def _history(self, key: str) -> list[Change]:
+        return [Change(kind, key, {}, seq, timestamp, text, revision=seq, origin=origin)
+                for seq, kind, text, origin, timestamp in self._index.history(key)]
 
     def changes_since(self, sequence: int, limit: int = 1000) -> list[JournalEntry]:
         """Journal entries with a sequence greater than ``sequence``, oldest first."""

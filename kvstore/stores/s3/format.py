@@ -4,7 +4,9 @@ Body: the user's metadata as a JSON object, then a line of 32 blanks drawn at ra
 commit (see :func:`metadata_body`). User headers (``x-amz-meta-<name>``): the data it names
 (``kvstore-write``, ``kvstore-crc32`` in hex, ``kvstore-size``, in a versioned bucket
 ``kvstore-data-version``), ``kvstore-created`` / ``kvstore-modified`` (``repr`` of epoch
-seconds) and, for a long key, ``kvstore-key``. A data object carries the ``kvstore-write``
+seconds), ``kvstore-revision`` (the key's revision: 1 for a new key, one more at each commit;
+an object written before revisions existed has none and reads as revision 1) and, for a
+long key, ``kvstore-key``. A data object carries the ``kvstore-write``
 of its upload (and, uploaded in one PUT, its CRC32 and size). tests/test_s3_golden.py pins it.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 from .errors import Unreadable
 
-__all__ = ["H_WRITE", "H_CRC", "H_SIZE", "H_VERSION", "H_CREATED", "H_MODIFIED", "H_KEY",
+__all__ = ["H_WRITE", "H_CRC", "H_SIZE", "H_VERSION", "H_CREATED", "H_MODIFIED", "H_KEY", "H_REVISION",
            "DataRef", "Meta", "metadata_body", "parse_meta", "commit_headers", "version_of"]
 
 # user-metadata headers (x-amz-meta-<name>)
@@ -29,6 +31,7 @@ H_VERSION = "kvstore-data-version"
 H_CREATED = "kvstore-created"
 H_MODIFIED = "kvstore-modified"
 H_KEY = "kvstore-key"
+H_REVISION = "kvstore-revision"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Meta:
     created: float
     modified: float
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    revision: int = 1  # an object of before revisions (no header) is at revision 1
 
 
 def version_of(response: dict[str, Any]) -> str | None:
@@ -96,12 +100,15 @@ def metadata_body(metadata: dict[str, Any]) -> bytes:
     return (json.dumps(metadata, ensure_ascii=False) + "\n" + tail).encode("utf-8")
 
 
-def commit_headers(ref: DataRef, created: float, modified: float, long_key: str | None) -> dict[str, str]:
+def commit_headers(ref: DataRef, created: float, modified: float, long_key: str | None,
+                   revision: int | None = None) -> dict[str, str]:
     """The user headers of a metadata object naming ``ref`` (``long_key``: the encoded
-    ``kvstore-key`` of a long key, else None)."""
+    ``kvstore-key`` of a long key, else None) at ``revision``."""
     headers = ref.headers()
     headers[H_CREATED] = repr(created)
     headers[H_MODIFIED] = repr(modified)
+    if revision is not None:
+        headers[H_REVISION] = str(revision)
     if long_key is not None:
         headers[H_KEY] = long_key
     return headers
@@ -122,8 +129,11 @@ def parse_meta(where: str, response: dict[str, Any], raw: bytes) -> Meta:
     created = modified
     with contextlib.suppress(KeyError, ValueError):
         created = min(float(headers[H_CREATED]), modified)
+    revision = 1
+    with contextlib.suppress(KeyError, ValueError):
+        revision = max(1, int(headers[H_REVISION]))
     meta = Meta(etag=response["ETag"], metadata={}, ref=DataRef.from_headers(headers),
-                created=created, modified=modified, headers=dict(headers))
+                created=created, modified=modified, headers=dict(headers), revision=revision)
     try:
         metadata = json.loads(raw or b"{}")
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

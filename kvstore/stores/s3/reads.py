@@ -275,7 +275,7 @@ class Reads:
         ref = current.ref
         if look.data is not None:
             verify_whole(key, look.data, ref)
-            return Value.from_bytes(look.data, current.metadata, current.created, current.modified)
+            return Value.from_bytes(look.data, current.metadata, current.created, current.modified, current.revision)
         if ref.size is not None and look.size != ref.size:
             raise ChecksumError(f"{key!r}: the data object has {look.size} bytes, its metadata says {ref.size}")
         if look.size <= self.snapshot_max:  # small, of unknown size until now: read it whole too
@@ -286,7 +286,7 @@ class Reads:
             return self._open(key, data_name, ref, look.etag, look.size, foreign, start, end)
 
         return Value(size=look.size, metadata=current.metadata, created=current.created,
-                     modified=current.modified, opener=opener)
+                     modified=current.modified, opener=opener, revision=current.revision)
 
     def _snapshot_of(self, key: str, data_name: str, current: Meta, look: _Look) -> Value | None:
         """The whole value of the data object of ``look``, if it is still that (``IfMatch``)."""
@@ -300,7 +300,7 @@ class Reads:
         except (_Missing, _Conflict):
             return None
         verify_whole(key, data, current.ref)
-        return Value.from_bytes(data, current.metadata, current.created, current.modified)
+        return Value.from_bytes(data, current.metadata, current.created, current.modified, current.revision)
 
     def _open(self, key: str, data_name: str, ref: DataRef, etag: str, size: int,
               foreign: bool, start: int, end: int) -> Any:

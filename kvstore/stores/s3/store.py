@@ -312,13 +312,15 @@ class S3Store(AbstractStore):
     # ------------------------------------------------------------ writes
 
     def _write(self, key: str, source: ProgressReader | None, metadata: dict[str, Any] | None,
-               update: dict[str, Any] | None) -> list[Change]:
+               update: dict[str, Any] | None, if_revision: int | None = None) -> list[Change]:
         names = self._naming.names(key)
         uploads: list[DataRef] = []
+        if if_revision is not None:  # fail early, before an upload (the commit checks again)
+            self._check_now(key, names, if_revision, update)
         try:
             if source is not None:
                 uploads.append(self._uploads.upload(names.data, source))
-            return [self._commit_write(key, names, source is not None, uploads, metadata, update)]
+            return [self._commit_write(key, names, source is not None, uploads, metadata, update, if_revision)]
         except BaseException:
             # In a versioned bucket the old data is still the previous version: deleting
             # ours restores the key exactly as it was.
@@ -327,27 +329,43 @@ class S3Store(AbstractStore):
                     self._uploads.forget_version(names.data, ref.version)
             raise
 
+    def _check_now(self, key: str, names: ObjectNames, expected: int, update: dict[str, Any] | None) -> None:
+        try:
+            current = self._reads.meta(key, names.metadata)
+        except Unreadable as exc:
+            current = exc.meta
+        actual = current.revision if current is not None else None
+        plan_write(key, {} if current is not None else None, has_data=False,
+                   update=update, expected=expected, revision=actual)
+
     def _commit_write(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
-                      metadata: dict[str, Any] | None, update: dict[str, Any] | None) -> Change:
+                      metadata: dict[str, Any] | None, update: dict[str, Any] | None,
+                      expected: int | None = None) -> Change:
         """PUT the metadata object (the commit point), conditionally; retry on conflicts.
 
         What the write does is :func:`kvstore._rules.plan_write`'s; ``uploads`` holds the
-        data this write put (none yet, or its own, or the empty data of a new key).
+        data this write put (none yet, or its own, or the empty data of a new key). The
+        condition ``expected`` is checked against the metadata object read, and the PUT is
+        conditional on that object (If-Match / If-None-Match): across hosts, the check and
+        the write are one step.
         """
         with self._lock_for(key):
             for _ in range(self.commit_attempts):
-                change = self._try_commit(key, names, has_data, uploads, metadata, update)
+                change = self._try_commit(key, names, has_data, uploads, metadata, update, expected)
                 if change is not None:
                     return change
         raise StoreError(f"could not commit {key!r}: its metadata changed {self.commit_attempts} "
                          f"times while this write was retried")
 
     def _try_commit(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
-                    metadata: dict[str, Any] | None, update: dict[str, Any] | None) -> Change | None:
+                    metadata: dict[str, Any] | None, update: dict[str, Any] | None,
+                    expected: int | None = None) -> Change | None:
         """One conditional metadata PUT: the change, or None when another writer came first."""
         current = self._current_for_write(key, names, metadata)
         outcome = plan_write(key, current.metadata if current is not None else None,
-                             has_data=has_data, metadata=metadata, update=update)
+                             has_data=has_data, metadata=metadata, update=update,
+                             expected=expected, revision=current.revision if current is not None else None)
+        revision = current.revision + 1 if current is not None else 1
         if outcome.data == EMPTY and not uploads:
             uploads.append(self._uploads.put(names.data, b""))
         ref = self._committed_ref(outcome.data, uploads, current)
@@ -355,16 +373,17 @@ class S3Store(AbstractStore):
         created = current.created if current is not None else now
         long_key = encode_long_key(key) if names.is_long else None
         condition = {"IfMatch": current.etag} if current is not None else {"IfNoneMatch": "*"}
-        change = Change(outcome.kind, key, outcome.metadata, timestamp=now)
+        change = Change(outcome.kind, key, outcome.metadata, timestamp=now, revision=revision)
         try:
             # missing=True: an If-Match PUT of a metadata object deleted meanwhile is answered
             # 404, a conflict like any other
             with self._errors(missing=True):
                 self._client.put_object(
-                    Bucket=self.bucket, Key=names.metadata, Metadata=commit_headers(ref, created, now, long_key),
+                    Bucket=self.bucket, Key=names.metadata,
+                    Metadata=commit_headers(ref, created, now, long_key, revision),
                     Body=metadata_body(outcome.metadata), ContentType="application/json", **condition)
         except (_Conflict, _Missing):
-            if self._overtaken(names, uploads):
+            if expected is None and self._overtaken(names, uploads):
                 # A later upload has replaced our data and will commit its own metadata:
                 # ours was overtaken (last writer wins).
                 return change
@@ -397,7 +416,7 @@ class S3Store(AbstractStore):
         headers = self._reads.headers(names.data)
         return (headers or {}).get(H_WRITE) != uploads[0].write
 
-    def _delete(self, key: str) -> list[Change]:
+    def _delete(self, key: str, if_revision: int | None = None) -> list[Change]:
         """DELETE the metadata object (the commit point of a delete) if it is still the one
         read (``If-Match``), else read it again; then the data object, if it is still the
         deleted metadata's: a data object a writer has uploaded since is its own."""
@@ -405,12 +424,15 @@ class S3Store(AbstractStore):
         with self._lock_for(key), missing_is_key_error(key):
             for _ in range(self.commit_attempts):
                 try:
-                    current = self._reads.meta_of(key, names.metadata)
+                    found = self._reads.meta(key, names.metadata)
                 except Unreadable as exc:  # an unreadable key can be deleted: reported as {}
                     if exc.meta is None:
                         raise
-                    current = exc.meta
-                outcome = plan_delete(key, current.metadata)
+                    found = exc.meta
+                outcome = plan_delete(key, found.metadata if found is not None else None,
+                                      expected=if_revision, revision=found.revision if found else None)
+                assert found is not None  # plan_delete raised otherwise
+                current = found
                 try:
                     with self._errors(missing=True):
                         self._client.delete_object(Bucket=self.bucket, Key=names.metadata, IfMatch=current.etag)
@@ -418,7 +440,7 @@ class S3Store(AbstractStore):
                     continue  # another writer committed (or deleted) meanwhile: read it again
                 now = time.time()
                 self._delete_data(key, names, current.ref)
-                return [Change(outcome.kind, key, outcome.metadata, timestamp=now)]
+                return [Change(outcome.kind, key, outcome.metadata, timestamp=now, revision=current.revision + 1)]
         raise StoreError(f"could not delete {key!r}: its metadata changed {self.commit_attempts} "
                          f"times while the delete was retried")
 
