@@ -135,3 +135,20 @@ def test_copy_ranges_respect_the_part_limits() -> None:
     assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:]))
     huge = copies.ranges(5 * 1024 ** 4)  # 5 TiB: parts grow to fit S3's 10,000
     assert len(huge) <= MAX_PARTS and max(e - s + 1 for s, e in huge) <= COPY_MAX
+
+
+def test_sync_between_two_s3_stores_of_one_service_copies_server_side(
+        s3_client: Any, s3_bucket: str, traffic: Traffic) -> None:
+    with _store(s3_client, s3_bucket) as a, _store(s3_client, s3_bucket) as b:
+        values = {f"k{i}": os.urandom(200_000) for i in range(5)}
+        for key, data in values.items():
+            a.set(key, (data, {"key": key}))
+        before, traffic.calls[:] = traffic.body_bytes, []
+        report = kvstore.sync(a, b)
+        assert report.ok and sorted(report.done) == sorted(values) and report.bytes == 5 * 200_000
+        assert traffic.body_bytes - before < 5 * 4096, "the data went through the client"
+        assert traffic.ops().count("CopyObject") == 5
+        assert not [k for op, k in traffic.calls if op == "GetObject" and k.endswith(".data")]
+        assert {k: b.to_bytes(k) for k in b.glob("*")} == values
+        again = kvstore.sync(a, b)
+        assert again.ok and sorted(again.skipped) == sorted(values) and not again.done
