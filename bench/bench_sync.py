@@ -4,7 +4,7 @@ Starts moto's S3 server in a child process on 127.0.0.1 (see bench_s3.py), fills
 FileSystemStore, then times, against the same server in the same run::
 
     kvstore.sync(fs, S3Store)          first run, then a no-change re-run
-    aws s3 sync DIR s3://... --endpoint-url URL   (the awscli package) the same two runs
+    aws s3 sync DIR s3://... --endpoint-url URL   (the awscli package, extra "bench") the same two runs
 
 for 1,000 small keys (``--keys``, ``--key-size``) and, with ``--big``, one value of
 ``--big-mib`` MiB (1024 by default: slow on a loaded machine). The aws runs skip the
@@ -38,7 +38,7 @@ MiB = 1024 * 1024
 def _aws() -> List[str]:
     found = shutil.which("aws") or os.path.join(os.path.dirname(sys.executable), "aws")
     if not os.path.exists(found):
-        raise SystemExit("the aws CLI is missing: pip install awscli (in the dev extra)")
+        raise SystemExit("the aws CLI is missing: pip install awscli (the bench extra)")
     return [found]
 
 
