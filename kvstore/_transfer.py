@@ -117,6 +117,26 @@ class TransferMixin:
         """
         return self.stat(key).checksum
 
+    def _copy_in(self, source: Any, src: str, dst: str, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        """``copy`` from another store, ``source``, whose keys this store can copy without
+        reading them (``_can_copy_from(source)``): used by :func:`kvstore.sync`.
+        Checked and signalled like ``copy``; KeyError if ``src`` is missing in ``source``."""
+        check_key(src)
+        check_key(dst)
+        self._ready()
+        source._ready()
+        self._apply(self._copy_from(source, src, dst, buffer_size))
+
+    def _can_copy_from(self, source: Any) -> bool:
+        """Whether ``_copy_from(source, ...)`` copies without the data passing through this
+        process (S3Store: the same S3 service). The default: no."""
+        return False
+
+    def _copy_from(self, source: Any, src: str, dst: str, buffer_size: int) -> List[Change]:
+        """The changes of copying ``source``'s ``src`` to this store's ``dst`` server-side;
+        only called when ``_can_copy_from(source)``."""
+        raise NotImplementedError
+
     def _check_pair(self, src: str, dst: str) -> None:
         check_key(src)
         check_key(dst)

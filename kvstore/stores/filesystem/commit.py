@@ -34,7 +34,7 @@ from .lock import StoreLock
 
 log = logging.getLogger("kvstore.filesystem")
 
-__all__ = ["WriteOp", "Rename", "Unlink", "WriteData", "WriteMeta", "FileOp", "Plan", "plan_commit",
+__all__ = ["WriteOp", "Rename", "Unlink", "WriteData", "WriteMeta", "FileOp", "Plan", "plan_commit", "resolve_move",
            "encode_files", "decode_files", "apply_files", "Committer"]
 
 
@@ -45,7 +45,11 @@ __all__ = ["WriteOp", "Rename", "Unlink", "WriteData", "WriteMeta", "FileOp", "P
 class WriteOp:
     """A staged write: kind ``"write"`` or ``"delete"``. New data is either ``data`` (a small
     value, in memory) or ``data_tmp`` (a temporary file written before the commit);
-    ``metadata`` replaces, ``update`` merges."""
+    ``metadata`` replaces, ``update`` merges.
+
+    A move's write names its source in ``move_from`` and nothing else: under the commit's
+    lock :func:`resolve_move` gives it the source's committed metadata and data (its bytes,
+    or its data file in ``data_file``, which the commit renames over this key's)."""
 
     kind: str
     key: str
@@ -55,17 +59,21 @@ class WriteOp:
     update: dict[str, Any] | None = None
     meta_text: str | None = None  # JSON of ``metadata``, made once
     if_revision: int | None = None  # the write's condition (see kvstore._rules.check_revision)
+    move_from: str | None = None
+    data_file: str | None = None  # another key's data file, renamed (never removed on failure)
 
     @property
     def has_data(self) -> bool:
-        return self.data_tmp is not None or self.data is not None
+        return self.data_tmp is not None or self.data is not None or self.data_file is not None
 
 
 # ------------------------------------------------------------------ file operations
 
 
 class Rename(NamedTuple):
-    """Rename the temporary file ``tmp`` over ``target`` (a big value's data file)."""
+    """Rename the file ``tmp`` over ``target`` (a big value's data file): a temporary file,
+    or the data file of the key a move takes it from. Done once: a replay that finds ``tmp``
+    gone takes it as done."""
 
     tmp: str
     target: str
@@ -155,6 +163,28 @@ class Plan:
     contents: Contents = field(default_factory=dict)
 
 
+def resolve_move(op: WriteOp, row: Row | None, contents: tuple[bytes | None, str] | None,
+                 root: str) -> WriteOp:
+    """The write a move's ``op`` stands for, given the committed ``row`` and ``contents``
+    (inline data, metadata text) of its source ``op.move_from``. Pure.
+
+    Raises
+    ------
+    KeyError : the source is missing.
+    """
+    src = op.move_from
+    assert src is not None
+    if row is None or contents is None:
+        raise KeyError(src)
+    data, text = contents
+    out = WriteOp("write", op.key, metadata=row[0], meta_text=text, if_revision=op.if_revision)
+    if row[2]:  # a small value: copied in the index row
+        out.data = data if data is not None else b""
+    else:
+        out.data_file = key_paths(root, src, row[1])[0]
+    return out
+
+
 def plan_commit(ops: list[WriteOp], rows: Mapping[str, Row | None], root: str,
                 revisions: Mapping[str, int | None] | None = None, first: int = 0) -> Plan:
     """Plan the commit of ``ops`` in order, on top of the keys' committed ``rows`` (None:
@@ -193,15 +223,15 @@ def _plan_delete(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: 
 
 def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: int | None) -> Row:
     current, row_path, inline = row if row is not None else (None, None, False)
-    has_data = op.data_tmp is not None or op.data is not None
-    outcome = plan_write(op.key, current, has_data=has_data, metadata=op.metadata, update=op.update,
+    outcome = plan_write(op.key, current, has_data=op.has_data, metadata=op.metadata, update=op.update,
                          expected=op.if_revision, revision=revision)
     metadata = outcome.metadata
     text = op.meta_text if op.update is None and op.meta_text is not None else dump_json(metadata)
     data_path, meta_path = key_paths(root, op.key, row_path)
     data: Any = KEEP_DATA
-    if outcome.data == NEW and op.data_tmp is not None:
-        plan.files.append(Rename(op.data_tmp, data_path))
+    moved = op.data_tmp if op.data_tmp is not None else op.data_file
+    if outcome.data == NEW and moved is not None:
+        plan.files.append(Rename(moved, data_path))
         data, inline = None, False
     elif outcome.data in (NEW, EMPTY):
         data = op.data if op.data is not None else b""
@@ -333,10 +363,14 @@ class Committer:
             rows: dict[str, Row | None] = {}
             revisions: dict[str, int | None] = {}
             for op in ops:
-                if op.key not in rows:
-                    rows[op.key] = self._index.state(conn, op.key)
-                    if op.if_revision is not None:
-                        revisions[op.key] = self._index.revision(conn, op.key)
+                for key in (op.key, op.move_from):
+                    if key is not None and key not in rows:
+                        rows[key] = self._index.state(conn, key)
+                if op.if_revision is not None and op.key not in revisions:
+                    revisions[op.key] = self._index.revision(conn, op.key)
+            ops = [op if op.move_from is None else
+                   resolve_move(op, rows[op.move_from], self._index.contents(conn, op.move_from), self._root)
+                   for op in ops]
             first = self._index.next_sequence(conn)
             plan = plan_commit(ops, rows, self._root, revisions, first)
             sequences = self._index.record(conn, plan.records, encode_files(plan.files), origin, now,

@@ -51,6 +51,50 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+# The ioctl that shares a file's extents with another (Linux FICLONE: btrfs, XFS, ...).
+FICLONE = 0x40049409
+# errnos that mean "the kernel cannot copy between these two files": try the next way.
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ENOTTY,
+                   errno.EPERM)
+
+
+def kernel_copy(src: int, dst: int, size: int, advance: Callable[[int], None], chunk: int) -> str:
+    """Copy the first ``size`` bytes of file ``src`` into the empty file ``dst`` without them
+    passing through Python where the kernel can: ``copy_file_range`` (which itself shares
+    extents on filesystems that can), else a reflink (``FICLONE``), else a plain copy.
+    ``advance(n)`` is told of each chunk. Returns the way used: ``"copy_file_range"``,
+    ``"reflink"`` or ``"read"``.
+    """
+    pos = 0
+    try:
+        while pos < size:
+            n = os.copy_file_range(src, dst, min(chunk, size - pos), pos, pos)
+            if n == 0:
+                break
+            pos += n
+            advance(n)
+        return "copy_file_range"
+    except OSError as exc:
+        if pos or exc.errno not in _NO_KERNEL_COPY:
+            raise
+    try:
+        import fcntl
+        fcntl.ioctl(dst, FICLONE, src)
+        advance(size)
+        return "reflink"
+    except (OSError, ImportError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in _NO_KERNEL_COPY:
+            raise
+    while pos < size:
+        data = os.pread(src, min(chunk, size - pos), pos)
+        if not data:
+            break
+        write_all(dst, data)
+        pos += len(data)
+        advance(len(data))
+    return "read"
+
+
 def unlink(path: str | None) -> None:
     """Remove the file at ``path`` if there is one (nothing when ``path`` is None)."""
     if path:
