@@ -443,6 +443,8 @@ class S3Store(AbstractStore):
         through the client."""
         names = self._naming.names(dst)
         uploads: list[DataRef] = []
+        if if_revision is not None:  # fail early, before the copy (the commit checks again)
+            self._check_now(dst, names, if_revision, None)
         try:
             for _ in range(self.commit_attempts):
                 pinned, metadata = source._pinned(src)
