@@ -11,6 +11,7 @@ import threading
 from typing import Any, Callable, Iterator
 
 from .._bridge import Bridge
+from .._optional import install_hint, require
 from ..stores.filesystem import FileSystemStore
 from .opening import _open, _where
 from .output import CLIError, _describe_exception, _json, _one_line, _silence_stdout, _write_text
@@ -35,9 +36,9 @@ def _event_printer(stop: threading.Event) -> Callable[[Any], None]:
 def _check_redis(url: str) -> None:
     """Fail fast, in one line, when Redis cannot be reached (the relay itself would retry)."""
     try:
-        import redis
-    except ImportError:
-        raise CLIError("watch --redis needs the redis package: pip install 'kvstore[redis]'") from None
+        redis = require("redis", "redis", needed_by="watch --redis")
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     except ValueError as exc:
@@ -58,7 +59,7 @@ def _import_bridge(module: str, extra: str) -> Any:
     except ImportError as exc:
         if exc.name in (f"kvstore.{module}", None):
             raise CLIError(f"this kvstore has no kvstore.{module} module ({_one_line(str(exc))})") from None
-        raise CLIError(f"kvstore.{module} needs {exc.name}: pip install 'kvstore[{extra}]'") from None
+        raise CLIError(f"kvstore.{module} needs {exc.name}: {install_hint(extra)}") from None
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,6 +19,7 @@ from urllib.parse import SplitResult, unquote
 
 from ..._checksum import KeyStat, crc32_text
 from ..._keys import matches
+from ..._optional import require
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
 from ...errors import AuthorizationError, StoreError
@@ -34,20 +36,15 @@ __all__ = ["S3Store"]
 
 log = logging.getLogger("kvstore.s3")
 
-_INSTALL_HINT = "pip install 'kvstore[s3]'"
 _PROBE = ".kvstore/connect"  # never an object of a key: no escaped name starts with "."
 
 
 def _boto() -> tuple[Any, Any]:
     """Import boto3 and botocore, or say which extra installs them."""
-    try:
-        import boto3  # type: ignore[import-untyped]
-        import botocore.config  # type: ignore[import-untyped]
-        import botocore.exceptions  # type: ignore[import-untyped]
-    except ImportError as exc:
-        raise ImportError(f"S3Store needs boto3, which is not installed ({exc}); "
-                          f"install it with: {_INSTALL_HINT}", name="boto3") from exc
-    return boto3, botocore
+    boto3 = require("boto3", "s3", needed_by="S3Store")
+    for submodule in ("botocore.config", "botocore.exceptions"):
+        require(submodule, "s3", needed_by="S3Store")
+    return boto3, sys.modules["botocore"]
 
 
 class S3Store(AbstractStore):
