@@ -6,12 +6,17 @@ so code written against encore.storage, which raised ``ValueError``, keeps worki
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "StoreError",
     "AuthorizationError",
     "InvalidKeyError",
     "NotConnectedError",
     "ChecksumError",
+    "ReadOnlyError",
+    "DiskFullError",
+    "JournalGapError",
 ]
 
 
@@ -33,3 +38,48 @@ class NotConnectedError(StoreError):
 
 class ChecksumError(StoreError):
     """The bytes read back do not match the checksum stored with them."""
+
+
+class ReadOnlyError(StoreError):
+    """A write was attempted on a store opened read-only; nothing was done."""
+
+
+class DiskFullError(StoreError, OSError):
+    """The store's filesystem is full (``ENOSPC``, or SQLite's ``SQLITE_FULL``); the write
+    that hit it left the key as it was. Also an :class:`OSError` (``errno`` is ``ENOSPC``),
+    with the original error as its ``__cause__``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _gap_message(path: str, first: int, last: int) -> str:
+    return (f"the change journal of {path} no longer holds changes {first} to {last} "
+            f"(trimmed, or lost with a rebuilt index): {last - first + 1} change(s) cannot be delivered")
+
+
+class JournalGapError(StoreError):
+    """``since=`` asks for changes the journal no longer holds (trimmed, or lost when a
+    damaged index was rebuilt).
+
+    Raised by :meth:`kvstore.watch.FileSystemWatcher.start`. Nothing has been delivered;
+    resynchronise from the store itself (``query()``) and start again with
+    ``since=error.floor``, or with no ``since``.
+
+    Attributes
+    ----------
+    first, last : int
+        The first and last sequence numbers that were trimmed away.
+    floor : int
+        ``store.journal_floor()``: the journal holds every change after it.
+    """
+
+    def __init__(self, path: str, first: int, last: int) -> None:
+        super().__init__(_gap_message(path, first, last)
+                         + f"; restart with since={last} to accept the gap")
+        self.first = first
+        self.last = last
+        self.floor = last

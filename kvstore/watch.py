@@ -39,7 +39,7 @@ from typing import Any, Optional, Tuple
 
 from . import signals
 from ._bridge import Bridge
-from .errors import StoreError
+from .errors import JournalGapError, StoreError
 from .events import MODIFICATION_CLASSES
 
 __all__ = ["FileSystemWatcher", "JournalGapError", "JournalGapWarning"]
@@ -58,29 +58,6 @@ _IGNORED_EVENT_TYPES = frozenset({"opened", "closed_no_write"})
 def _gap_message(path: str, first: int, last: int) -> str:
     return (f"the change journal of {path} no longer holds changes {first} to {last} "
             f"(trimmed): {last - first + 1} change(s) cannot be delivered")
-
-
-class JournalGapError(StoreError):
-    """``since=`` asks for changes the journal no longer holds.
-
-    Raised by :meth:`FileSystemWatcher.start`. Nothing has been delivered; resynchronise
-    from the store itself (``query()``) and start again with ``since=error.floor``, or
-    with no ``since``.
-
-    Attributes
-    ----------
-    first, last : int
-        The first and last sequence numbers that were trimmed away.
-    floor : int
-        ``store.journal_floor()``: the journal holds every change after it.
-    """
-
-    def __init__(self, path: str, first: int, last: int) -> None:
-        super().__init__(_gap_message(path, first, last)
-                         + f"; restart with since={last} to accept the gap")
-        self.first = first
-        self.last = last
-        self.floor = last
 
 
 class JournalGapWarning(UserWarning):

@@ -27,10 +27,12 @@ from typing import Any, NamedTuple
 from ..._keys import DATA_SUFFIX, METADATA_SUFFIX, dump_json, key_to_relpath
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import Change
+from ...errors import StoreError
 from . import files
 from .checkpoint import Checkpointer
 from .index import KEEP_DATA, Index, Record, Row
 from .lock import StoreLock
+from .sequence import HighWater
 
 log = logging.getLogger("kvstore.filesystem")
 
@@ -261,8 +263,11 @@ class Committer:
     """
 
     def __init__(self, index: Index, lock: StoreLock, root: str, tmpdir: str, durable: bool,
-                 checkpointer: Checkpointer) -> None:
+                 checkpointer: Checkpointer, high_water: HighWater) -> None:
         self._index = index
+        self._high_water = high_water
+        #: (st_dev, st_ino) of the store's directory when connected: a commit checks it
+        self.root_id: tuple[int, int] | None = None
         self._lock = lock
         self._root = root
         self._tmpdir = tmpdir
@@ -273,6 +278,10 @@ class Committer:
         # (cleared by the next commit); see replay_pending
         self._applied = 0
         self._listed = 0
+        self._newest = 0  # the newest journal row's sequence (0: the journal is empty)
+        # file operations of an earlier commit that could not be done (a full disk): the
+        # next commit lists them again before its own, so they are finished later
+        self._carried: list[FileOp] = []
 
     @contextmanager
     def exclusive(self, begin: bool = False) -> Iterator[sqlite3.Connection]:
@@ -284,6 +293,7 @@ class Committer:
         conn = self._index.conn()
         with self._lock.exclusive:
             if begin:
+                self.check_root()
                 self._index.begin(conn)
             try:
                 self.replay_pending(conn)
@@ -298,15 +308,48 @@ class Committer:
         # Unless this instance applied them itself, their writer may have died half-way:
         # apply them again (every operation is idempotent).
         row = self._index.pending(conn)
+        self._newest = row[0] if row is not None else 0
+        self._carried = []
         if row is None or row[1] is None:
             self._listed = 0
             return
         self._listed = row[0]
         if row[0] != self._applied:
             log.info("finishing the file operations of change %s in %s", row[0], self._root)
-            apply_files(decode_files(row[1]), lambda key: self._index.contents(conn, key),
-                        self._root, self._tmpdir, self._durable)
+            ops = decode_files(row[1])
+            try:
+                apply_files(ops, lambda key: self._index.contents(conn, key), self._root, self._tmpdir,
+                            self._durable)
+            except OSError as exc:
+                # Readers are not locked out by it (a full disk): the next commit lists
+                # these operations again, before its own, and tries them again.
+                log.warning("the file operations of change %s in %s cannot be finished yet (%s)",
+                            row[0], self._root, exc)
+                self._carried = ops
+                return
             self._applied = row[0]
+
+    def check_root(self) -> None:
+        """StoreError unless the store's directory is still the one connected to (removed,
+        or replaced by another directory of the same name)."""
+        if self.root_id is None:
+            return
+        try:
+            st = os.stat(self._root)
+        except OSError as exc:
+            raise StoreError(f"the store's directory {self._root} is gone ({exc.strerror}): "
+                             f"nothing was written") from exc
+        if (st.st_dev, st.st_ino) != self.root_id:
+            raise StoreError(f"the store's directory {self._root} was replaced by another one: "
+                             f"nothing was written")
+
+    def _first_sequence(self, conn: sqlite3.Connection) -> int:
+        """The explicit first sequence of a commit to an empty journal (after a rebuild: just
+        above the journal's floor), else 0 (the next rowid)."""
+        if self._newest:
+            return 0
+        floor = self._index.journal_floor_on(conn)
+        return floor + 1 if floor else 0
 
     def commit(self, ops: list[WriteOp], origin: str, journal_keep: int, trim_every: int,
                checkpoint_every: int) -> list[Change]:
@@ -325,8 +368,12 @@ class Committer:
                 if op.key not in rows:
                     rows[op.key] = self._index.state(conn, op.key)
             plan = plan_commit(ops, rows, self._root)
-            sequences = self._index.record(conn, plan.records, encode_files(plan.files), origin, now,
-                                           self._listed)
+            first = self._first_sequence(conn)
+            # The sequence mark must cover the newest sequence before it is committed.
+            self._high_water.cover((first or self._newest + 1) + len(plan.records) - 1)
+            todo = self._carried + plan.files
+            sequences = self._index.record(conn, plan.records, encode_files(todo), origin, now,
+                                           self._listed, first)
             # Trim when this commit's sequence numbers cross a multiple of the interval, so
             # that short-lived writers trim too.
             first, newest = sequences[0], sequences[-1]
@@ -337,8 +384,13 @@ class Committer:
             # The commit point has passed: make the files match it. The journal keeps
             # listing them until the next commit.
             self._listed = newest
+            contents = plan.contents.get
+            if self._carried:
+                def contents(key: str) -> tuple[bytes | None, str] | None:
+                    found = plan.contents.get(key)
+                    return found if found is not None else self._index.contents(conn, key)
             try:
-                apply_files(plan.files, plan.contents.get, self._root, self._tmpdir, self._durable)
+                apply_files(todo, contents, self._root, self._tmpdir, self._durable)
             except OSError as exc:
                 # The change is committed and visible; the next commit (or connect) of any
                 # instance finishes its files.
@@ -346,5 +398,7 @@ class Committer:
                           "commit finishes them", self._listed, self._root, exc)
             else:
                 self._applied = self._listed
+            self._newest = newest
+            self._carried = []
         return [Change(r.kind, r.key, r.metadata, seq, now, r.text)
                 for r, seq in zip(plan.records, sequences, strict=True)]

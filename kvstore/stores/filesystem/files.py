@@ -15,7 +15,7 @@ from typing import Any
 
 from ..._keys import DATA_SUFFIX, METADATA_SUFFIX, check_key, relpath_to_key, split_suffix
 from ...base import ProgressReader, Value
-from ...errors import InvalidKeyError
+from ...errors import DiskFullError, InvalidKeyError, ReadOnlyError, StoreError
 
 log = logging.getLogger("kvstore.filesystem")
 
@@ -24,6 +24,24 @@ INTERNAL_DIR = ".kvstore"  # the store's own files: index, lock, temporary files
 # What the walk finds of one key: (key, metadata, created, modified, recorded path or None,
 # the data when small enough to be kept in the index).
 ScannedKey = tuple[str, dict[str, Any], float, float, str | None, bytes | None]
+
+
+# ------------------------------------------------------------------ errors
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def store_error(exc: OSError, what: str) -> StoreError:
+    """The StoreError for ``exc`` met while doing ``what`` (chain it: ``raise ... from exc``):
+    :class:`DiskFullError` for a full disk or quota, :class:`ReadOnlyError` for read-only
+    media, else a plain :class:`StoreError` naming the cause."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        return DiskFullError(f"{what}: the disk is full ({reason})")
+    if exc.errno == errno.EROFS:
+        return ReadOnlyError(f"{what}: the filesystem is read-only ({reason})")
+    name = f" {exc.filename}" if exc.filename else ""
+    return StoreError(f"{what}: {type(exc).__name__}{name}: {reason}")
 
 
 # ------------------------------------------------------------------ writing
@@ -58,6 +76,14 @@ def unlink(path: str | None) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove the file at ``path``, ignoring every error (a clean-up after a failure)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def fsync_dir(path: str) -> None:
