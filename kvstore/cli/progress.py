@@ -51,7 +51,7 @@ class _ProgressBars:
         self._ops: Dict[str, List[Any]] = {}
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "_ProgressBars":
+    def __enter__(self) -> _ProgressBars:
         if self._bar_class is not None:
             signals.progress_start.connect(self._on_start, sender=self.store, weak=False)
             signals.progress_step.connect(self._on_step, sender=self.store, weak=False)

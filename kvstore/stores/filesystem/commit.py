@@ -384,11 +384,12 @@ class Committer:
             # The commit point has passed: make the files match it. The journal keeps
             # listing them until the next commit.
             self._listed = newest
-            contents = plan.contents.get
+            contents: Callable[[str], tuple[bytes | None, str] | None] = plan.contents.get
             if self._carried:
-                def contents(key: str) -> tuple[bytes | None, str] | None:
+                def carried(key: str) -> tuple[bytes | None, str] | None:
                     found = plan.contents.get(key)
                     return found if found is not None else self._index.contents(conn, key)
+                contents = carried
             try:
                 apply_files(todo, contents, self._root, self._tmpdir, self._durable)
             except OSError as exc:

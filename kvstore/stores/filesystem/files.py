@@ -334,3 +334,40 @@ def scan(root: str, inline_max: int) -> list[ScannedKey]:
             continue
         found[entry[0]] = entry
     return list(found.values())
+
+
+class SpaceReserve:
+    """A file of ``size`` bytes kept allocated in ``.kvstore/`` so that a delete can still
+    commit on a full disk (its SQLite commit needs a few pages): released to let it through,
+    made again when there is room."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+
+    def make(self) -> None:
+        """Allocate the reserve if it is missing (quietly nothing when there is no room)."""
+        if self.size <= 0 or os.path.exists(self.path):
+            return
+        tmp = self.path + ".part"
+        try:
+            st = os.statvfs(os.path.dirname(self.path))
+            if st.f_bavail * st.f_frsize < 4 * self.size:
+                return  # not while space is short: the deletes freeing it need it more
+
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError:
+            unlink_quietly(tmp)
+
+    def release(self) -> bool:
+        """Free the reserve; whether there was one."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            return False
+        return True

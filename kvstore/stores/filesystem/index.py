@@ -123,6 +123,8 @@ class Index:
         self.durable = durable
         self.readonly = readonly
         self._immutable = False  # read-only media with no -shm: opened immutable
+        #: read-only with no usable index file: an index built in memory from the files
+        self.in_memory = False
         self._lock = threading.Lock()
         self._conns: dict[int, sqlite3.Connection] = {}
         self._pid = os.getpid()
@@ -137,6 +139,8 @@ class Index:
     # ------------------------------------------------------------ connections
 
     def uri(self, mode: str) -> str:
+        if self.in_memory:
+            return f"file:kvstore-{id(self)}-{self._pid}?mode=memory&cache=shared"
         if self.readonly:
             return "file:" + urllib.parse.quote(self.file) + "?mode=ro" + ("&immutable=1" if self._immutable else "")
         return "file:" + urllib.parse.quote(self.file) + "?mode=" + mode
@@ -179,6 +183,14 @@ class Index:
     def _connect_readonly(self) -> sqlite3.Connection:
         # Nothing is created or migrated. On read-only media without the -shm file SQLite
         # cannot open a WAL index at all: open it immutable then (nobody can change it).
+        if self.in_memory:
+            conn = self._open("memory")
+            with self._lock:
+                if not self._schema_ready:
+                    ensure_schema(conn)
+                    self._schema_ready = True
+                self._conns[threading.get_ident()] = conn
+            return conn
         if not os.path.exists(self.file):
             raise StoreError(f"the store at {self.root} has no index yet: open it once writable "
                              f"(or call reindex()) to build it")

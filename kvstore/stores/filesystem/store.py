@@ -15,11 +15,11 @@ from ..._keys import dump_json, matches
 from ..._options import as_bool, as_str, url_options
 from ..._rules import KEEP, Overlay, plan_delete, plan_write
 from ...base import DEFAULT_BUFFER_SIZE, AbstractStore, Change, ProgressReader, Value, ValueLike
-from ...errors import ReadOnlyError, StoreError
+from ...errors import DiskFullError, ReadOnlyError, StoreError
 from ...query import Criterion
 from .checkpoint import Checkpointer
 from .commit import Committer, WriteOp, key_paths
-from .files import INTERNAL_DIR, TempFiles, bytes_value, fd_value, scan, store_error, unlink
+from .files import INTERNAL_DIR, SpaceReserve, TempFiles, bytes_value, fd_value, scan, store_error, unlink
 from .index import Index, is_damage
 from .lock import StoreLock
 from .sequence import HighWater
@@ -87,6 +87,8 @@ class FileSystemStore(AbstractStore):
     checkpoint_idle = 1.0
     #: a writer checkpoints by itself only when the WAL reaches this many pages
     wal_safety_pages = 4_000
+    #: bytes kept allocated in ``.kvstore/reserve``, freed to let deletes commit on a full disk
+    reserve_bytes = 256 * 1024
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False,
                  magic_fname: str = ".FSStore", name: str | None = None,
@@ -112,6 +114,7 @@ class FileSystemStore(AbstractStore):
         self._lock = StoreLock(os.path.join(self._internal, "lock"), self.readonly)
         self._index = Index(self.path, self._internal, self.durable, self.readonly)
         self._high_water = HighWater(self._internal, self.durable)
+        self._reserve = SpaceReserve(os.path.join(self._internal, "reserve"), self.reserve_bytes)
         self._checkpointer = Checkpointer(self._index, f"kvstore-checkpoint[{self.path}]")
         self._committer = Committer(self._index, self._lock, self.path, self._tmp.directory, self.durable,
                                     self._checkpointer, self._high_water)
@@ -171,14 +174,27 @@ class FileSystemStore(AbstractStore):
             self._lock.close()
             raise
         if not self.readonly:
+            self._reserve.make()
             self._checkpointer.start(self.checkpoint_idle)
 
     def _connect_readonly(self) -> None:
         with self._lock.shared:
-            self._index.conn()
-            if not self._index.is_indexed(self._index.conn()):
-                raise StoreError(f"the index of {self.path} is not built yet: open the store once "
-                                 f"writable to build it")
+            try:
+                if self._index.is_indexed(self._index.conn()):
+                    return
+            except StoreError as exc:
+                if os.path.exists(self._index.file) and not is_damage(exc):
+                    raise
+            # No usable index file, and none may be written: one in memory, from the files.
+            log.info("%s is open read-only without a usable index: indexing it in memory", self.path)
+            self._index.close()
+            self._index.in_memory = True
+            conn = self._index.conn()
+            try:
+                rows = scan(self.path, self.inline_max)
+            except OSError as exc:
+                raise store_error(exc, f"cannot read the files of {self.path}") from exc
+            self._index.rebuild(conn, rows)
 
     def _connect_writable(self) -> None:
         damaged: StoreError | None = None
@@ -356,8 +372,7 @@ class FileSystemStore(AbstractStore):
     def _submit(self, op: WriteOp) -> list[Change]:
         staging = self._tx_state()
         if staging is None:  # the hot path: straight to the commit
-            return self._committer.commit([op], self.origin, self.journal_keep, self.journal_trim_every,
-                                          self.checkpoint_every)
+            return self._commit_ops([op])
         # Inside a transaction: check the write against this transaction's view, record
         # it, and show it to this thread's reads; nothing is visible to others yet.
         current = self._current(op.key)
@@ -380,8 +395,26 @@ class FileSystemStore(AbstractStore):
         return []
 
     def _commit_ops(self, ops: list[WriteOp]) -> list[Change]:
-        return self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every,
-                                      self.checkpoint_every)
+        try:
+            return self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every,
+                                          self.checkpoint_every)
+        except DiskFullError:
+            # Deletes free space: on a full disk, let them commit: copy the write-ahead log
+            # into the index (so that the next commit reuses the log from its start) and
+            # free the space reserve.
+            if not all(op.kind == "delete" for op in ops):
+                raise
+            with self._lock.exclusive:
+                try:
+                    self._index.checkpoint(self._index.conn())
+                except StoreError:
+                    pass
+            if self._reserve.release():
+                log.warning("%s: the disk is full; the space reserve was freed for a delete", self.path)
+        changes = self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every,
+                                         self.checkpoint_every)
+        self._reserve.make()
+        return changes
 
     # ------------------------------------------------------------ transactions
 
