@@ -182,9 +182,8 @@ class FileSystemStore(AbstractStore):
             try:
                 if self._index.is_indexed(self._index.conn()):
                     return
-            except StoreError as exc:
-                if os.path.exists(self._index.file) and not is_damage(exc):
-                    raise
+            except StoreError as exc:  # missing, half-made, damaged, of another schema
+                log.info("%s: %s", self.path, exc)
             # No usable index file, and none may be written: one in memory, from the files.
             log.info("%s is open read-only without a usable index: indexing it in memory", self.path)
             self._index.close()
