@@ -40,6 +40,8 @@ class ConvenienceMixin:
 
         def _ready(self, key: Any = ...) -> None: ...
 
+        def _ready_to_write(self, key: str) -> None: ...
+
         def _get(self, key: str) -> Value: ...
 
         def _progress(self, key: str, message: str, steps: int) -> ContextManager[_Progress]: ...
@@ -129,7 +131,7 @@ class ConvenienceMixin:
 
         Events: progress_start/step/end, then store_set or store_update.
         """
-        self._ready(key)
+        self._ready_to_write(key)
         expected = check_if_revision(if_revision)
         with open(path, "rb") as stream:
             self._write_stream(key, stream, None, buffer_size, "from_file", expected)
@@ -152,7 +154,7 @@ class ConvenienceMixin:
 
         Events: progress_start/step/end, then store_set or store_update.
         """
-        self._ready(key)
+        self._ready_to_write(key)
         expected = check_if_revision(if_revision)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")

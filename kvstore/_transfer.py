@@ -28,6 +28,8 @@ class TransferMixin:
 
         def _ready(self, key: Any = ...) -> None: ...
 
+        def _check_writable(self) -> None: ...
+
         def _get(self, key: str) -> Value: ...
 
         def _progress(self, key: str, message: str, steps: int) -> ContextManager[_Progress]: ...
@@ -141,6 +143,7 @@ class TransferMixin:
         check_key(src)
         check_key(dst)
         self._ready()
+        self._check_writable()
         if src == dst:
             raise ValueError(f"source and destination are the same key ({src!r})")
 

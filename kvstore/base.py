@@ -218,6 +218,15 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
     def __exit__(self, *exc: Any) -> None:
         self.disconnect()
 
+    def _ready_to_write(self, key: str) -> None:
+        """``_ready(key)``, and the store takes writes (:meth:`_check_writable`)."""
+        self._ready(key)
+        self._check_writable()
+
+    def _check_writable(self) -> None:
+        """Raise :class:`~kvstore.errors.ReadOnlyError` when the store takes no writes (a
+        store opened read-only); called by every public write before anything happens."""
+
     def _ready(self, key: Any = _NO_KEY) -> None:
         if key is not _NO_KEY:
             check_key(key)
@@ -299,7 +308,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         progress_start, progress_step (per chunk), progress_end; then store_set for a new
         key or store_update for an existing one (held until commit inside a transaction).
         """
-        self._ready(key)
+        self._ready_to_write(key)
         expected = check_if_revision(if_revision)
         given: Any
         if isinstance(value, Value):
@@ -320,7 +329,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
         Events: progress_start/step/end, then store_set or store_update.
         """
-        self._ready(key)
+        self._ready_to_write(key)
         expected = check_if_revision(if_revision)
         self._write_stream(key, _as_stream(data), None, buffer_size, "set_data", expected)
 
@@ -331,7 +340,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
         Events: store_set or store_update.
         """
-        self._ready(key)
+        self._ready_to_write(key)
         expected = check_if_revision(if_revision)
         self._apply(self._write(key, None, json.loads(dump_metadata(metadata)), None, expected))
 
@@ -343,7 +352,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
         Events: store_update with the whole merged metadata.
         """
-        self._ready(key)
+        self._ready_to_write(key)
         expected = check_if_revision(if_revision)
         update = json.loads(dump_metadata(metadata))
         self._apply(self._write(key, None, None, update, expected))
@@ -354,7 +363,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
         Events: store_delete with the key's last metadata and the delete's revision.
         """
-        self._ready(key)
+        self._ready_to_write(key)
         expected = check_if_revision(if_revision)
         self._apply(self._delete(key, expected))
 

@@ -6,6 +6,8 @@ so code written against encore.storage, which raised ``ValueError``, keeps worki
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "StoreError",
     "AuthorizationError",
@@ -15,6 +17,8 @@ __all__ = [
     "JournalGapError",
     "EventsOverflowError",
     "ConflictError",
+    "ReadOnlyError",
+    "DiskFullError",
 ]
 
 
@@ -38,13 +42,30 @@ class ChecksumError(StoreError):
     """The bytes read back do not match the checksum stored with them."""
 
 
+class ReadOnlyError(StoreError):
+    """A write was attempted on a store opened read-only; nothing was done."""
+
+
+class DiskFullError(StoreError, OSError):
+    """The store's filesystem is full (``ENOSPC``, or SQLite's ``SQLITE_FULL``); the write
+    that hit it left the key as it was. Also an :class:`OSError` (``errno`` is ``ENOSPC``),
+    with the original error as its ``__cause__``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def _gap_message(path: str, first: int, last: int) -> str:
     return (f"the change journal of {path} no longer holds changes {first} to {last} "
-            f"(trimmed): {last - first + 1} change(s) cannot be delivered")
+            f"(trimmed, or lost with a rebuilt index): {last - first + 1} change(s) cannot be delivered")
 
 
 class JournalGapError(StoreError):
-    """Changes asked for (``since=``, or a reader fallen behind) are no longer in the journal.
+    """Changes asked for (``since=``, or a reader fallen behind) are no longer in the journal
+    (trimmed, or lost when a damaged index was rebuilt).
 
     Raised by :meth:`kvstore.watch.FileSystemWatcher.start` and by ``store.events(since=...)``
     or a read of its stream. Nothing of the gap has been delivered; resynchronise from the

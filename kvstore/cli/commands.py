@@ -1,4 +1,4 @@
-"""The commands on keys: put, get, meta, rm, ls, query, info."""
+"""The commands on keys: put, get, meta, rm, ls, query, info, reindex."""
 
 from __future__ import annotations
 
@@ -197,4 +197,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         info = store.info()
     info["url"] = _store_url(args)
     _say(_json(info, indent=2))
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild a filesystem store's index from its files."""
+    with _open(args, write=False, readonly=False) as store:
+        reindex = getattr(store, "reindex", None)
+        if reindex is None:
+            raise CLIError(f"{type(store).__name__} keeps no index to rebuild")
+        count = reindex()
+    _say(f"reindexed {count} key(s)")
     return 0

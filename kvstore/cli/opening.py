@@ -28,14 +28,17 @@ def _file_path(url: str) -> Optional[str]:
     return os.path.expanduser(unquote(parts.path))
 
 
-def _open(args: argparse.Namespace, *, write: bool = True) -> AbstractStore:
-    """Open the command's store. A command that only reads (``write=False``) never creates one."""
-    return open_url(_store_url(args), write=write)
+def _open(args: argparse.Namespace, *, write: bool = True, readonly: Optional[bool] = None) -> AbstractStore:
+    """Open the command's store. A command that only reads (``write=False``) never creates one,
+    and opens a filesystem store read-only (unless ``readonly=False``)."""
+    return open_url(_store_url(args), write=write, readonly=readonly)
 
 
-def open_url(url: str, *, write: bool = True, what: str = "store") -> AbstractStore:
+def open_url(url: str, *, write: bool = True, what: str = "store",
+             readonly: Optional[bool] = None) -> AbstractStore:
     """Open the store ``url`` names, as ``what`` (said in errors). A filesystem store that does
-    not exist is created only for a command that writes."""
+    not exist is created only for a command that writes; for one that only reads it is opened
+    read-only (``readonly`` defaults to ``not write``)."""
     options: Dict[str, Any] = {}
     path = _file_path(url)
     if path is not None:
@@ -47,6 +50,8 @@ def open_url(url: str, *, write: bool = True, what: str = "store") -> AbstractSt
                         "with --store URL") if url == DEFAULT_STORE else ""
                 raise CLIError(f"cannot open {what} {url!r}: no store at {path}{hint}")
             options["create"] = False
+            if readonly is None or readonly:
+                options["readonly"] = True
     try:
         return open_store(url, **options)
     except (ImportError, ValueError) as exc:

@@ -7,7 +7,8 @@ from typing import Callable, Dict, List, Tuple
 
 from .. import __version__
 from .args import _Parser
-from .commands import cmd_get, cmd_info, cmd_log, cmd_ls, cmd_meta, cmd_put, cmd_query, cmd_rm
+
+from .commands import cmd_get, cmd_info, cmd_log, cmd_ls, cmd_meta, cmd_put, cmd_query, cmd_reindex, cmd_rm
 from .demo import cmd_demo
 from .transfer import cmd_cp, cmd_mv, cmd_sync
 from .watching import cmd_watch
@@ -114,6 +115,14 @@ example:
   kvstore log jobs/counter
 
 Each line is an event's to_dict(): type, key, metadata, revision, sequence, timestamp, origin.
+"""),
+    ("reindex", cmd_reindex, "rebuild a filesystem store's index from its files", """\
+example:
+  kvstore reindex
+  kvstore --store /data/store reindex
+
+For files changed behind the store's back. A damaged or missing index is rebuilt at
+connect by itself; this also does it on demand. Prints the number of keys indexed.
 """),
     ("watch", cmd_watch, "print one JSON line per change, as it happens", """\
 example:

@@ -85,7 +85,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_stop_on_signals(stop))
-        store = stack.enter_context(_open(args, write=False))
+        store = stack.enter_context(_open(args, write=False, readonly=False))
         if args.redis:
             _watch_relay(args, store, stack, stop)
         elif isinstance(store, FileSystemStore):

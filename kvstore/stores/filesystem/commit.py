@@ -27,10 +27,12 @@ from typing import Any, NamedTuple
 from ..._keys import DATA_SUFFIX, METADATA_SUFFIX, dump_json, key_to_relpath
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import Change
+from ...errors import StoreError
 from . import files
 from .checkpoint import Checkpointer
 from .index import KEEP_DATA, Index, Record, Row
 from .lock import StoreLock
+from .sequence import HighWater
 
 log = logging.getLogger("kvstore.filesystem")
 
@@ -300,8 +302,11 @@ class Committer:
     """
 
     def __init__(self, index: Index, lock: StoreLock, root: str, tmpdir: str, durable: bool,
-                 checkpointer: Checkpointer) -> None:
+                 checkpointer: Checkpointer, high_water: HighWater) -> None:
         self._index = index
+        self._high_water = high_water
+        #: (st_dev, st_ino) of the store's directory when connected: a commit checks it
+        self.root_id: tuple[int, int] | None = None
         self._lock = lock
         self._root = root
         self._tmpdir = tmpdir
@@ -312,6 +317,9 @@ class Committer:
         # (cleared by the next commit); see replay_pending
         self._applied = 0
         self._listed = 0
+        # file operations of an earlier commit that could not be done (a full disk): the
+        # next commit lists them again before its own, so they are finished later
+        self._carried: list[FileOp] = []
 
     @contextmanager
     def exclusive(self, begin: bool = False) -> Iterator[sqlite3.Connection]:
@@ -323,6 +331,7 @@ class Committer:
         conn = self._index.conn()
         with self._lock.exclusive:
             if begin:
+                self.check_root()
                 self._index.begin(conn)
             try:
                 self.replay_pending(conn)
@@ -337,15 +346,39 @@ class Committer:
         # Unless this instance applied them itself, their writer may have died half-way:
         # apply them again (every operation is idempotent).
         row = self._index.pending(conn)
+        self._carried = []
         if row is None or row[1] is None:
             self._listed = 0
             return
         self._listed = row[0]
         if row[0] != self._applied:
             log.info("finishing the file operations of change %s in %s", row[0], self._root)
-            apply_files(decode_files(row[1]), lambda key: self._index.contents(conn, key),
-                        self._root, self._tmpdir, self._durable)
+            ops = decode_files(row[1])
+            try:
+                apply_files(ops, lambda key: self._index.contents(conn, key), self._root, self._tmpdir,
+                            self._durable)
+            except OSError as exc:
+                # Readers are not locked out by it (a full disk): the next commit lists
+                # these operations again, before its own, and tries them again.
+                log.warning("the file operations of change %s in %s cannot be finished yet (%s)",
+                            row[0], self._root, exc)
+                self._carried = ops
+                return
             self._applied = row[0]
+
+    def check_root(self) -> None:
+        """StoreError unless the store's directory is still the one connected to (removed,
+        or replaced by another directory of the same name)."""
+        if self.root_id is None:
+            return
+        try:
+            st = os.stat(self._root)
+        except OSError as exc:
+            raise StoreError(f"the store's directory {self._root} is gone ({exc.strerror}): "
+                             f"nothing was written") from exc
+        if (st.st_dev, st.st_ino) != self.root_id:
+            raise StoreError(f"the store's directory {self._root} was replaced by another one: "
+                             f"nothing was written")
 
     def commit(self, ops: list[WriteOp], origin: str, journal_keep: int, trim_every: int,
                checkpoint_every: int) -> list[Change]:
@@ -371,9 +404,14 @@ class Committer:
             ops = [op if op.move_from is None else
                    resolve_move(op, rows[op.move_from], self._index.contents(conn, op.move_from), self._root)
                    for op in ops]
+            # Above every journal row and the journal's floor (raised to the sequence mark
+            # when a rebuild started an empty journal), so sequences never go backwards.
             first = self._index.next_sequence(conn)
             plan = plan_commit(ops, rows, self._root, revisions, first)
-            sequences = self._index.record(conn, plan.records, encode_files(plan.files), origin, now,
+            # The sequence mark must cover the newest sequence before it is committed.
+            self._high_water.cover(first + len(plan.records) - 1)
+            todo = self._carried + plan.files
+            sequences = self._index.record(conn, plan.records, encode_files(todo), origin, now,
                                            self._listed, first)
             # Trim when this commit's sequence numbers cross a multiple of the interval, so
             # that short-lived writers trim too.
@@ -385,8 +423,14 @@ class Committer:
             # The commit point has passed: make the files match it. The journal keeps
             # listing them until the next commit.
             self._listed = newest
+            contents: Callable[[str], tuple[bytes | None, str] | None] = plan.contents.get
+            if self._carried:
+                def carried(key: str) -> tuple[bytes | None, str] | None:
+                    found = plan.contents.get(key)
+                    return found if found is not None else self._index.contents(conn, key)
+                contents = carried
             try:
-                apply_files(plan.files, plan.contents.get, self._root, self._tmpdir, self._durable)
+                apply_files(todo, contents, self._root, self._tmpdir, self._durable)
             except OSError as exc:
                 # The change is committed and visible; the next commit (or connect) of any
                 # instance finishes its files.
@@ -394,5 +438,6 @@ class Committer:
                           "commit finishes them", self._listed, self._root, exc)
             else:
                 self._applied = self._listed
+            self._carried = []
         return [Change(r.kind, r.key, r.metadata, seq, now, r.text, revision=seq)
                 for r, seq in zip(plan.records, sequences, strict=True)]

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..._keys import DATA_SUFFIX, METADATA_SUFFIX, check_key, relpath_to_key, split_suffix
 from ...base import ProgressReader, Value
-from ...errors import InvalidKeyError
+from ...errors import DiskFullError, InvalidKeyError, ReadOnlyError, StoreError
 
 log = logging.getLogger("kvstore.filesystem")
 
@@ -24,6 +24,24 @@ INTERNAL_DIR = ".kvstore"  # the store's own files: index, lock, temporary files
 # What the walk finds of one key: (key, metadata, created, modified, recorded path or None,
 # the data when small enough to be kept in the index).
 ScannedKey = tuple[str, dict[str, Any], float, float, str | None, bytes | None]
+
+
+# ------------------------------------------------------------------ errors
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def store_error(exc: OSError, what: str) -> StoreError:
+    """The StoreError for ``exc`` met while doing ``what`` (chain it: ``raise ... from exc``):
+    :class:`DiskFullError` for a full disk or quota, :class:`ReadOnlyError` for read-only
+    media, else a plain :class:`StoreError` naming the cause."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        return DiskFullError(f"{what}: the disk is full ({reason})")
+    if exc.errno == errno.EROFS:
+        return ReadOnlyError(f"{what}: the filesystem is read-only ({reason})")
+    name = f" {exc.filename}" if exc.filename else ""
+    return StoreError(f"{what}: {type(exc).__name__}{name}: {reason}")
 
 
 # ------------------------------------------------------------------ writing
@@ -102,6 +120,14 @@ def unlink(path: str | None) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove the file at ``path``, ignoring every error (a clean-up after a failure)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def fsync_dir(path: str) -> None:
@@ -354,3 +380,40 @@ def scan(root: str, inline_max: int) -> list[ScannedKey]:
             continue
         found[entry[0]] = entry
     return list(found.values())
+
+
+class SpaceReserve:
+    """A file of ``size`` bytes kept allocated in ``.kvstore/`` so that a delete can still
+    commit on a full disk (its SQLite commit needs a few pages): released to let it through,
+    made again when there is room."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+
+    def make(self) -> None:
+        """Allocate the reserve if it is missing (quietly nothing when there is no room)."""
+        if self.size <= 0 or os.path.exists(self.path):
+            return
+        tmp = self.path + ".part"
+        try:
+            st = os.statvfs(os.path.dirname(self.path))
+            if st.f_bavail * st.f_frsize < 4 * self.size:
+                return  # not while space is short: the deletes freeing it need it more
+
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError:
+            unlink_quietly(tmp)
+
+    def release(self) -> bool:
+        """Free the reserve; whether there was one."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            return False
+        return True

@@ -16,14 +16,16 @@ import json
 import logging
 import os
 import sqlite3
+import struct
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from ..._keys import canonical, dump_json
-from ...errors import StoreError
+from ...errors import DiskFullError, StoreError
 from .files import ScannedKey
 
 log = logging.getLogger("kvstore.filesystem")
@@ -68,6 +70,23 @@ class Record:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_SQLITE_FULL = 13
+_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def is_damage(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or the sqlite3 error it was raised from) says the index file is
+    damaged (corrupt pages, not a database), as opposed to locked, full or unreadable."""
+    while exc is not None and not isinstance(exc, sqlite3.Error):
+        exc = exc.__cause__
+    if exc is None:
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _DAMAGE_CODES
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
 
 def _sql(func: F) -> F:
     """Translate the sqlite3 errors of an :class:`Index` method into StoreError (the methods
@@ -99,21 +118,32 @@ class Index:
 
     wal_safety_pages = 4_000  # SQLite checkpoints by itself when the WAL grows past this
 
-    def __init__(self, root: str, internal_dir: str, durable: bool) -> None:
+    def __init__(self, root: str, internal_dir: str, durable: bool, readonly: bool = False) -> None:
         self.root = root
         self.file = os.path.join(internal_dir, INDEX_NAME)
         self.durable = durable
+        self.readonly = readonly
+        self._immutable = False  # read-only media with no -shm: opened immutable
+        #: read-only with no usable index file: an index built in memory from the files
+        self.in_memory = False
         self._lock = threading.Lock()
         self._conns: dict[int, sqlite3.Connection] = {}
         self._pid = os.getpid()
         self._schema_ready = False
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        return StoreError(f"the index of {self.root} failed: {type(exc).__name__}: {exc}")
+        message = f"the index of {self.root} failed: {type(exc).__name__}: {exc}"
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL:
+            return DiskFullError(message + " (the disk is full)")
+        return StoreError(message)
 
     # ------------------------------------------------------------ connections
 
     def uri(self, mode: str) -> str:
+        if self.in_memory:
+            return f"file:kvstore-{id(self)}-{self._pid}?mode=memory&cache=shared"
+        if self.readonly:
+            return "file:" + urllib.parse.quote(self.file) + "?mode=ro" + ("&immutable=1" if self._immutable else "")
         return "file:" + urllib.parse.quote(self.file) + "?mode=" + mode
 
     def _open(self, mode: str) -> sqlite3.Connection:
@@ -135,6 +165,8 @@ class Index:
         # Only the first connection may create the index: a later one finding it gone
         # (the directory was removed) must fail, not start an empty index.
         mode = "rw" if self._schema_ready else "rwc"
+        if self.readonly:
+            return self._connect_readonly()
         try:
             conn = self._open(mode)
         except sqlite3.OperationalError as exc:
@@ -148,6 +180,81 @@ class Index:
                 self._schema_ready = True
             self._conns[threading.get_ident()] = conn
         return conn
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        # Nothing is created or migrated. On read-only media without the -shm file SQLite
+        # cannot open a WAL index at all: open it immutable then (nobody can change it).
+        if self.in_memory:
+            conn = self._open("memory")
+            with self._lock:
+                if not self._schema_ready:
+                    ensure_schema(conn)
+                    self._schema_ready = True
+                self._conns[threading.get_ident()] = conn
+            return conn
+        if not os.path.exists(self.file):
+            raise StoreError(f"the store at {self.root} has no index yet: open it once writable "
+                             f"(or call reindex()) to build it")
+        try:
+            conn = self._open("ro")
+            conn.execute("SELECT value FROM settings WHERE name='schema'").fetchone()
+        except sqlite3.OperationalError:
+            if self._immutable:
+                raise
+            self._immutable = True
+            conn = self._open("ro")
+        with self._lock:
+            if not self._schema_ready:
+                row = conn.execute("SELECT value FROM settings WHERE name='schema'").fetchone()
+                if row is None or row[0] != SCHEMA_VERSION:
+                    conn.close()
+                    raise StoreError(f"the index of {self.root} is of another schema "
+                                     f"({row[0] if row else None}): open the store once writable "
+                                     f"to rebuild it")
+                self._schema_ready = True
+            self._conns[threading.get_ident()] = conn
+        return conn
+
+    # ------------------------------------------------------------ damage and recovery
+
+    def wal_lost(self) -> bool:
+        """Whether the write-ahead log is missing or shorter than the shared-memory index
+        (``-shm``, left by a process that did not close) says, with frames not yet copied
+        into the index file: then the index is older than the files."""
+        try:
+            with open(self.file + "-shm", "rb") as f:
+                head = f.read(100)
+            wal_size = os.path.getsize(self.file + "-wal") if os.path.exists(self.file + "-wal") else 0
+        except OSError:
+            return False
+        if len(head) < 100:
+            return False
+        order = "="  # the wal-index is in the writer's native byte order
+        if struct.unpack(order + "I", head[0:4])[0] != 3007000 or not head[12]:
+            return False  # not an initialised wal-index we know
+        page = struct.unpack(order + "H", head[14:16])[0]
+        page = 65536 if page == 1 else page
+        frames = struct.unpack(order + "I", head[16:20])[0]
+        backfilled = struct.unpack(order + "I", head[96:100])[0]
+        return frames > backfilled and wal_size < 32 + frames * (24 + page)
+
+    @_sql
+    def check(self) -> None:
+        """Read every page of the index (SQLite's ``quick_check``); StoreError if damaged."""
+        rows = self.conn().execute("PRAGMA quick_check").fetchall()
+        if rows != [("ok",)]:
+            raise StoreError(f"the index of {self.root} is damaged: {rows[0][0]}")
+
+    def set_aside(self) -> str:
+        """Move the index file and its -wal/-shm out of the way (closed first); the new name."""
+        self.close()
+        aside = f"{self.file}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(self.file + suffix, aside + suffix)
+            except FileNotFoundError:
+                pass
+        return aside
 
     def close(self) -> None:
         with self._lock:
@@ -368,6 +475,11 @@ class Index:
     def trim_journal(self, conn: sqlite3.Connection, floor: int) -> None:
         """Drop the journal rows up to ``floor``, and raise the recorded floor to it."""
         conn.execute("DELETE FROM journal WHERE seq <= ?", (floor,))
+        self.raise_floor(conn, floor)
+
+    @_sql
+    def raise_floor(self, conn: sqlite3.Connection, floor: int) -> None:
+        """Raise the recorded journal floor to ``floor`` (never lowers it)."""
         # The floor only ever rises, whichever writer trims (as text: compare as numbers).
         conn.execute("INSERT INTO settings(name, value) VALUES ('journal_floor', ?) "
                      "ON CONFLICT(name) DO UPDATE SET value=excluded.value "
@@ -386,10 +498,13 @@ class Index:
         return conn.execute("SELECT value FROM settings WHERE name='indexed'").fetchone() is not None
 
     @_sql
-    def rebuild(self, conn: sqlite3.Connection, rows: Iterable[ScannedKey]) -> None:
-        """Replace every key's rows by ``rows`` (the journal is kept), in one transaction."""
+    def rebuild(self, conn: sqlite3.Connection, rows: Iterable[ScannedKey], floor: int = 0) -> None:
+        """Replace every key's rows by ``rows`` (the journal is kept), in one transaction;
+        raise the journal's floor to ``floor``."""
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if floor:
+                self.raise_floor(conn, floor)
             conn.execute("DELETE FROM keys")
             conn.execute("DELETE FROM meta")
             for key, metadata, created, modified, path, data in rows:
@@ -412,6 +527,11 @@ class Index:
     def last_sequence(self) -> int:
         row = self.conn().execute("SELECT max(seq) FROM journal").fetchone()
         return int(row[0] or 0)
+
+    @_sql
+    def journal_floor_on(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM settings WHERE name='journal_floor'").fetchone()
+        return int(row[0]) if row else 0
 
     @_sql
     def journal_floor(self) -> int:

@@ -37,7 +37,8 @@ class _Held:
         try:
             if lock._pid != os.getpid():
                 lock.open()
-            fcntl.flock(lock._fd, self._mode)
+            if lock._fd >= 0:  # -1: read-only with no lock file to take (nobody writes)
+                fcntl.flock(lock._fd, self._mode)
         except BaseException:
             self._release()
             raise
@@ -45,7 +46,8 @@ class _Held:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
-            fcntl.flock(self._lock._fd, fcntl.LOCK_UN)
+            if self._lock._fd >= 0:
+                fcntl.flock(self._lock._fd, fcntl.LOCK_UN)
         finally:
             self._release()
 
@@ -53,8 +55,9 @@ class _Held:
 class StoreLock:
     """The lock of the store whose lock file is ``path``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         self.mutex = threading.RLock()
         self._fd = -1
         self._pid = 0
@@ -70,8 +73,16 @@ class StoreLock:
             # After a fork the inherited descriptor shares its lock with the parent: take a
             # fresh one (the inherited one is left open: closing it would not release the
             # parent's lock, and the parent may still use it).
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             self._pid = os.getpid()
+            if self.readonly:
+                # flock works on a descriptor open for reading; read-only media, where the
+                # file may be missing or unreadable, have no writer to exclude.
+                try:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+                except OSError:
+                    self._fd = -1
+                return
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
 
     def close(self) -> None:
         with self.mutex:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -14,13 +15,16 @@ from ..._keys import dump_json, matches
 from ..._options import as_bool, as_str, url_options
 from ..._rules import KEEP, Overlay, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
-from ...errors import StoreError
+from ...errors import DiskFullError, ReadOnlyError, StoreError
 from ...query import Criterion
 from .checkpoint import Checkpointer
 from .commit import Committer, WriteOp, key_paths
-from .files import INTERNAL_DIR, TempFiles, bytes_value, fd_value, kernel_copy, scan, unlink
-from .index import Index
+from .files import INTERNAL_DIR, SpaceReserve, TempFiles, bytes_value, fd_value, kernel_copy, scan, store_error, unlink
+from .index import Index, is_damage
 from .lock import StoreLock
+from .sequence import HighWater
+
+log = logging.getLogger("kvstore.filesystem")
 
 __all__ = ["FileSystemStore", "init_shared_store", "JournalEntry"]
 
@@ -58,6 +62,8 @@ class FileSystemStore(AbstractStore):
     magic_fname : the file that marks the directory as a store (encore's ``.FSStore``).
     name : optional name shown by ``info()``.
     durable : fsync files and directories so a commit survives a power cut (slower).
+    readonly : open for reading only: works on read-only media and without write
+        permission; nothing is created, and every write raises ReadOnlyError.
 
     Raises
     ------
@@ -81,16 +87,19 @@ class FileSystemStore(AbstractStore):
     checkpoint_idle = 1.0
     #: a writer checkpoints by itself only when the WAL reaches this many pages
     wal_safety_pages = 4_000
+    #: bytes kept allocated in ``.kvstore/reserve``, freed to let deletes commit on a full disk
+    reserve_bytes = 256 * 1024
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False,
                  magic_fname: str = ".FSStore", name: str | None = None,
-                 durable: bool = False) -> None:
+                 durable: bool = False, readonly: bool = False) -> None:
         super().__init__(name=name)
         self.path = os.path.abspath(os.fspath(path))
         self.magic_fname = magic_fname
         self.durable = bool(durable)
+        self.readonly = bool(readonly)
         magic = os.path.join(self.path, magic_fname)
-        if create:
+        if create and not self.readonly:
             os.makedirs(self.path, exist_ok=True)
             if not os.path.exists(magic):
                 init_shared_store(self.path, magic_fname)
@@ -102,16 +111,19 @@ class FileSystemStore(AbstractStore):
                              f"(use create=True to make one)")
         self._internal = os.path.join(self.path, INTERNAL_DIR)
         self._tmp = TempFiles(os.path.join(self._internal, "tmp"), self.durable)
-        self._lock = StoreLock(os.path.join(self._internal, "lock"))
-        self._index = Index(self.path, self._internal, self.durable)
+        self._lock = StoreLock(os.path.join(self._internal, "lock"), self.readonly)
+        self._index = Index(self.path, self._internal, self.durable, self.readonly)
+        self._high_water = HighWater(self._internal, self.durable)
+        self._reserve = SpaceReserve(os.path.join(self._internal, "reserve"), self.reserve_bytes)
         self._checkpointer = Checkpointer(self._index, f"kvstore-checkpoint[{self.path}]")
         self._committer = Committer(self._index, self._lock, self.path, self._tmp.directory, self.durable,
-                                    self._checkpointer)
+                                    self._checkpointer, self._high_water)
 
     @classmethod
     def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> FileSystemStore:
         """``file:///abs/path``, ``file:rel/path`` or a bare path; created when missing (unless
-        ``create=0``). Options: ``durable``, ``create``, ``magic_fname``, ``name``.
+        ``create=0``, or ``readonly=1``). Options: ``durable``, ``create``, ``readonly``, ``magic_fname``,
+        ``name``.
 
         Raises
         ------
@@ -124,10 +136,10 @@ class FileSystemStore(AbstractStore):
         path = os.path.expanduser(unquote(parts.path))
         if not path:
             raise ValueError(f"no path in {url!r}")
-        given = url_options(url, query, {"durable": as_bool, "create": as_bool, "magic_fname": as_str,
-                                         "name": as_str})
+        given = url_options(url, query, {"durable": as_bool, "create": as_bool, "readonly": as_bool,
+                                         "magic_fname": as_str, "name": as_str})
         given.update(options)
-        given.setdefault("create", True)
+        given.setdefault("create", not given.get("readonly", False))
         magic = os.path.join(path, given.get("magic_fname", ".FSStore"))
         if given["create"] and os.path.isdir(path) and os.listdir(path) and not os.path.exists(magic):
             raise StoreError(f"{path} is not a store (no {os.path.basename(magic)} file) and is "
@@ -144,17 +156,72 @@ class FileSystemStore(AbstractStore):
 
     def _connect(self, credentials: Any) -> None:
         try:
-            os.makedirs(self._tmp.directory, exist_ok=True)
+            st = os.stat(self.path)
+            if not self.readonly:
+                os.makedirs(self._tmp.directory, exist_ok=True)
+            self._lock.open()
         except OSError as exc:
-            raise StoreError(f"cannot prepare {self._internal}: {exc}") from exc
+            raise store_error(exc, f"cannot open the store at {self.path}") from exc
+        self._committer.root_id = (st.st_dev, st.st_ino)
         self._index.wal_safety_pages = self.wal_safety_pages
-        self._lock.open()
-        with self._committer.exclusive() as conn:
-            self._tmp.clean()
-            needs_index = not self._index.is_indexed(conn)
-        if needs_index:
+        try:
+            if self.readonly:
+                self._connect_readonly()
+            else:
+                self._connect_writable()
+        except BaseException:
+            self._index.close()
+            self._lock.close()
+            raise
+        if not self.readonly:
+            self._reserve.make()
+            self._checkpointer.start(self.checkpoint_idle)
+
+    def _connect_readonly(self) -> None:
+        with self._lock.shared:
+            try:
+                if self._index.is_indexed(self._index.conn()):
+                    return
+            except StoreError as exc:  # missing, half-made, damaged, of another schema
+                log.info("%s: %s", self.path, exc)
+            # No usable index file, and none may be written: one in memory, from the files.
+            log.info("%s is open read-only without a usable index: indexing it in memory", self.path)
+            self._index.close()
+            self._index.in_memory = True
+            conn = self._index.conn()
+            try:
+                rows = scan(self.path, self.inline_max)
+            except OSError as exc:
+                raise store_error(exc, f"cannot read the files of {self.path}") from exc
+            self._index.rebuild(conn, rows)
+
+    def _connect_writable(self) -> None:
+        damaged: StoreError | None = None
+        if self._index.wal_lost():
+            damaged = StoreError("its write-ahead log (-wal) is missing: the index is older than the files")
+        else:
+            try:
+                with self._committer.exclusive() as conn:
+                    self._index.check()
+                    self._tmp.clean()
+                    needs_index = not self._index.is_indexed(conn)
+            except StoreError as exc:
+                if not is_damage(exc) and "is damaged" not in str(exc):
+                    raise
+                damaged = exc
+        if damaged is not None:
+            self._recover(damaged)
+        elif needs_index:
             self._reindex()
-        self._checkpointer.start(self.checkpoint_idle)
+
+    def _recover(self, cause: StoreError) -> None:
+        """Rebuild a damaged or stale index from the files, keeping the old one aside; the
+        journal starts again above the sequence mark (its floor), so sequences never go back."""
+        with self._lock.exclusive:
+            aside = self._index.set_aside()
+        log.warning("the index of %s is damaged (%s): kept as %s and rebuilt from the files",
+                    self.path, cause, aside)
+        self._reindex()
 
     def _disconnect(self) -> None:
         self._checkpointer.stop()
@@ -163,7 +230,7 @@ class FileSystemStore(AbstractStore):
             self._lock.close()
 
     def _info(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"path": self.path, "durable": self.durable}
+        d: dict[str, Any] = {"path": self.path, "durable": self.durable, "readonly": self.readonly}
         if self._connected:
             d["keys"] = self._index.count()
             d["sequence"] = self.last_sequence()
@@ -249,10 +316,11 @@ class FileSystemStore(AbstractStore):
 
     def _write(self, key: str, source: ProgressReader | None, metadata: dict[str, Any] | None,
                update: dict[str, Any] | None, if_revision: int | None = None) -> list[Change]:
+        self._check_writable()
         op = WriteOp("write", key, metadata=metadata, update=update, if_revision=if_revision)
         try:
             if source is not None:
-                op.data, op.data_tmp = self._tmp.take(source, self.inline_max)
+                op.data, op.data_tmp = self._take(key, source)
             if metadata is not None:
                 op.meta_text = dump_json(metadata)
             return self._submit(op)
@@ -260,14 +328,30 @@ class FileSystemStore(AbstractStore):
             unlink(op.data_tmp)
             raise
 
+    def _take(self, key: str, source: ProgressReader) -> tuple[bytes | None, str | None]:
+        try:
+            return self._tmp.take(source, self.inline_max)
+        except OSError as exc:
+            if exc.filename is None and exc.errno not in (28, 122):
+                raise  # an error of the caller's stream, not of the store: unwrapped
+            if not os.path.isdir(self.path):
+                raise StoreError(f"the store's directory {self.path} is gone: nothing was written") from exc
+            raise store_error(exc, f"cannot write {key!r}") from exc
+
     def _delete(self, key: str, if_revision: int | None = None) -> list[Change]:
+        self._check_writable()
         return self._submit(WriteOp("delete", key, if_revision=if_revision))
+
+    def _check_writable(self) -> None:
+        # Called by every public write before anything happens (no progress event, no
+        # stream read), and again by the hooks.
+        if self.readonly:
+            raise ReadOnlyError(f"the store at {self.path} is open read-only")
 
     def _submit(self, op: WriteOp) -> list[Change]:
         staging = self._tx_state()
         if staging is None:  # the hot path: straight to the commit
-            return self._committer.commit([op], self.origin, self.journal_keep, self.journal_trim_every,
-                                          self.checkpoint_every)
+            return self._commit_ops([op])
         # Inside a transaction: check the write against this transaction's view, record
         # it, and show it to this thread's reads; nothing is visible to others yet.
         # Its condition is checked now against the committed revision (a key this
@@ -366,8 +450,26 @@ class FileSystemStore(AbstractStore):
                                  WriteOp("delete", src, if_revision=if_source_revision)])
 
     def _commit_ops(self, ops: list[WriteOp]) -> list[Change]:
-        return self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every,
-                                      self.checkpoint_every)
+        try:
+            return self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every,
+                                          self.checkpoint_every)
+        except DiskFullError:
+            # Deletes free space: on a full disk, let them commit: copy the write-ahead log
+            # into the index (so that the next commit reuses the log from its start) and
+            # free the space reserve.
+            if not all(op.kind == "delete" for op in ops):
+                raise
+            with self._lock.exclusive:
+                try:
+                    self._index.checkpoint(self._index.conn())
+                except StoreError:
+                    pass
+            if self._reserve.release():
+                log.warning("%s: the disk is full; the space reserve was freed for a delete", self.path)
+        changes = self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every,
+                                         self.checkpoint_every)
+        self._reserve.make()
+        return changes
 
     # ------------------------------------------------------------ transactions
 
@@ -428,15 +530,24 @@ class FileSystemStore(AbstractStore):
         """Rebuild the index from the files (the source of truth); return the number of keys.
 
         Files whose names are not a key's canonical name (see the README's layout) are
-        skipped with a warning. The change journal is kept.
+        skipped with a warning. The change journal is kept (an index rebuilt without one
+        starts its journal above the sequence mark: sequences never go back).
+
+        Raises ReadOnlyError on a store opened read-only.
         """
         self._ready()
+        self._check_writable()
         return self._reindex()
 
     def _reindex(self) -> int:
         with self._committer.exclusive() as conn:
-            rows = scan(self.path, self.inline_max)
-            self._index.rebuild(conn, rows)
+            try:
+                rows = scan(self.path, self.inline_max)
+            except OSError as exc:
+                raise store_error(exc, f"cannot read the files of {self.path}") from exc
+            # An empty journal (a new index) starts above every sequence ever committed.
+            floor = self._high_water.read() if self._index.pending(conn) is None else 0
+            self._index.rebuild(conn, rows, floor)
         return len(rows)
 
     def last_sequence(self) -> int:
