@@ -54,6 +54,7 @@ class WriteOp:
     metadata: dict[str, Any] | None = None
     update: dict[str, Any] | None = None
     meta_text: str | None = None  # JSON of ``metadata``, made once
+    data_crc32: int | None = None  # the CRC-32 of ``data_tmp``'s bytes, taken while staging
 
     @property
     def has_data(self) -> bool:
@@ -205,7 +206,8 @@ def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str) -> Row:
         plan.files.append(WriteMeta(meta_path, op.key))
     kept = plan.contents[op.key][0] if op.key in plan.contents else None
     plan.contents[op.key] = (kept if data is KEEP_DATA else data, text)
-    plan.records.append(Record(outcome.kind, op.key, metadata, text, current, data))
+    plan.records.append(Record(outcome.kind, op.key, metadata, text, current, data,
+                               op.data_crc32 if data is None else None))
     return metadata, row_path, inline
 
 

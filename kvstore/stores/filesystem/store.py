@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote
 
 from ..._keys import dump_json, matches
+from ..._checksum import KeyStat, crc32_text
 from ..._options import as_bool, as_str, url_options
 from ..._rules import KEEP, Overlay, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
@@ -252,7 +253,7 @@ class FileSystemStore(AbstractStore):
         op = WriteOp("write", key, metadata=metadata, update=update)
         try:
             if source is not None:
-                op.data, op.data_tmp = self._tmp.take(source, self.inline_max)
+                op.data, op.data_tmp, op.data_crc32 = self._tmp.take(source, self.inline_max)
             if metadata is not None:
                 op.meta_text = dump_json(metadata)
             return self._submit(op)
@@ -319,17 +320,17 @@ class FileSystemStore(AbstractStore):
         return staging.keys(keys, prefix)
 
     def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
-        # TODO(issue 17): index. Only plain equalities (eq, with their canonical text) are
-        # answered by SQL; operators are checked by matches() on each row below.
+        # Answered by the index (see filesystem/query.py); rows of keys this thread's
+        # transaction touched are replaced by what it staged.
         with self._lock.shared:
-            rows = self._index.query(dict(_equalities(criteria)))
+            rows, recheck = self._index.query(criteria, True)
         staging = self._tx_state()
         out = []
         for key, text in rows:
             if staging is not None and staging.touched(key):
                 continue
             metadata = json.loads(text)
-            if matches(metadata, criteria):
+            if not recheck or matches(metadata, criteria):
                 out.append((key, metadata))
         if staging is not None:
             for key, entry in staging.view.items():
@@ -339,12 +340,33 @@ class FileSystemStore(AbstractStore):
         return out
 
     def _query_keys(self, criteria: dict[str, Criterion]) -> Iterable[str]:
-        # TODO(issue 17): index. Any operator goes through _query's SQL + matches() for now.
-        equalities = _equalities(criteria)
-        if self._tx_state() is not None or not criteria or len(equalities) < len(criteria):
-            return [k for k, _ in self._query(criteria)]
+        if self._tx_state() is None:
+            with self._lock.shared:
+                keys, recheck = self._index.query(criteria, False)
+            if not recheck:
+                return keys
+        return [k for k, _ in self._query(criteria)]
+
+    # ------------------------------------------------------------ stat
+
+    def _stat(self, key: str) -> KeyStat:
+        """Size, CRC-32 (None when the index has none) and metadata from the index; the size
+        of a big value from its file's inode: no data is read."""
+        staging = self._tx_state()
+        if staging is not None and staging.touched(key):
+            return super()._stat(key)
         with self._lock.shared:
-            return self._index.query_keys(dict(equalities))
+            row = self._index.stat(key)
+            if row is None:
+                raise KeyError(key)
+            text, modified, row_path, size, crc = row
+            if size is None:
+                try:
+                    size = os.stat(key_paths(self.path, key, row_path)[0]).st_size
+                except (FileNotFoundError, NotADirectoryError):
+                    raise StoreError(f"the data file of {key!r} is missing: the directory was changed "
+                                     f"behind the store's back; call reindex()") from None
+        return KeyStat(size, None if crc is None else crc32_text(crc), json.loads(text), modified)
 
     # ------------------------------------------------------------ index and journal
 
@@ -379,7 +401,3 @@ class FileSystemStore(AbstractStore):
         return [JournalEntry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5])
                 for r in self._index.changes_since(sequence, limit)]
 
-
-def _equalities(criteria: dict[str, Criterion]) -> list[tuple[str, str]]:
-    """(name, canonical JSON text) of the plain-equality criteria, which the index answers."""
-    return [(name, c.text) for name, c in criteria.items() if c.text is not None]
