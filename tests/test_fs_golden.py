@@ -11,10 +11,12 @@ import json
 import os
 import re
 import sqlite3
+import zlib
 
 import pytest
 
 import kvstore
+from kvstore.query import exists, ge, prefix
 
 
 def _index(root) -> sqlite3.Connection:
@@ -112,15 +114,35 @@ def test_journal_file_operations_of_a_transaction(root):
     assert sorted(os.listdir(root)) == [".FSStore", ".kvstore", "y.data", "y.metadata", "z.data", "z.metadata"]
 
 
-# The index schema (version 5: keys.revision, issue 18) as SQLite records it for a store made
-# by the current code.
-SCHEMA_V5_MASTER = [
+# The index schema (version 6: keys.revision, issue 18; typed query rows in meta and keys.crc32,
+# issue 17) as SQLite records it for
+# a store made by the current code, and for a store of schema 4 after its migration.
+SCHEMA_V6_MASTER = [
     ("table", "journal", "journal",
      "CREATE TABLE journal(\n    seq INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,\n"
      "    metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL, files TEXT)"),
     ("table", "keys", "keys",
      "CREATE TABLE keys(\n    key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,\n"
-     "    path TEXT, data BLOB, revision INTEGER) WITHOUT ROWID"),
+     "    path TEXT, data BLOB, revision INTEGER, crc32 INTEGER) WITHOUT ROWID"),
+    ("table", "meta", "meta",
+     "CREATE TABLE meta(\n    key TEXT NOT NULL, name TEXT NOT NULL, elem INTEGER NOT NULL, value TEXT NOT NULL, "
+     "num, txt TEXT,\n    PRIMARY KEY(key, name, elem, value)) WITHOUT ROWID"),
+    ("index", "meta_num", "meta", "CREATE INDEX meta_num ON meta(name, num) WHERE num IS NOT NULL"),
+    ("index", "meta_txt", "meta", "CREATE INDEX meta_txt ON meta(name, txt) WHERE txt IS NOT NULL"),
+    ("index", "meta_val", "meta",
+     "CREATE INDEX meta_val ON meta(name, elem, value) WHERE num IS NULL AND txt IS NULL"),
+    ("table", "settings", "settings", "CREATE TABLE settings(name TEXT PRIMARY KEY, value TEXT)"),
+    ("index", "sqlite_autoindex_settings_1", "settings", None),
+]
+
+# The index schema (version 4) as SQLite recorded it for a store made by the release before.
+SCHEMA_V4_MASTER = [
+    ("table", "journal", "journal",
+     "CREATE TABLE journal(\n    seq INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,\n"
+     "    metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL, files TEXT)"),
+    ("table", "keys", "keys",
+     "CREATE TABLE keys(\n    key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,\n"
+     "    path TEXT, data BLOB) WITHOUT ROWID"),
     ("table", "meta", "meta",
      "CREATE TABLE meta(\n    name TEXT NOT NULL, value TEXT NOT NULL, key TEXT NOT NULL,\n"
      "    PRIMARY KEY(name, value, key)) WITHOUT ROWID"),
@@ -153,8 +175,8 @@ def test_schema_of_a_fresh_store_is_pinned(root):
         journal_mode = db.execute("PRAGMA journal_mode").fetchone()
     finally:
         db.close()
-    assert master == SCHEMA_V5_MASTER
-    assert settings == [("indexed", "5"), ("schema", "5")]
+    assert master == SCHEMA_V6_MASTER
+    assert settings == [("indexed", "6"), ("schema", "6")]
     assert journal_mode == ("wal",)
 
 
@@ -165,8 +187,9 @@ def _write(path, payload: bytes) -> None:
 
 
 def test_an_index_of_schema_4_opens_and_reads(root):
-    """A store as schema version 4 leaves it: opened as it is (not rebuilt from the files),
-    upgraded in place to schema 5 by its step (keys.revision from the journal)."""
+    """A store as schema version 4 leaves it: upgraded on open (not rebuilt from the files)
+    by its steps, 4 -> 5 (keys.revision from the journal) and 5 -> 6 (its meta rows made again
+    from the metadata, no CRC known)."""
     os.makedirs(root / ".kvstore" / "tmp")
     kvstore.init_shared_store(str(root))
     big = b"B" * 70_000
@@ -195,6 +218,8 @@ def test_an_index_of_schema_4_opens_and_reads(root):
                        (5, "Legacy Name", "set", "{}", "elsewhere", 303.0, "[]"),
                    ])
     db.commit()
+    assert db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall() \
+        == SCHEMA_V4_MASTER
     db.close()
 
     with kvstore.FileSystemStore(root) as store:
@@ -205,6 +230,10 @@ def test_an_index_of_schema_4_opens_and_reads(root):
         assert value.data.read() == big and (value.created, value.modified) == (200.0, 202.0)
         assert store.get_data("Legacy Name").read() == b"encore's"
         assert sorted(store.query_keys(colour="blue")) == ["dir/big"]
+        assert list(store.query_keys(n=ge(1))) == ["small"] and list(store.query_keys(colour=prefix("r"))) == ["small"]
+        assert list(store.query_keys(colour=exists(), n=exists(False))) == ["dir/big"]
+        assert [store.checksum(k) for k in ("small", "dir/big", "Legacy Name")] == [None, None, None]
+        assert store.stat("dir/big").size == 70_000 and store.stat("small").size == 4
         assert sorted(store.glob("*")) == ["Legacy Name", "dir/big", "small"]
         assert (store.journal_floor(), store.last_sequence()) == (2, 5)
         # schema 5's step: each key's revision is the sequence of its last journal row
@@ -219,8 +248,14 @@ def test_an_index_of_schema_4_opens_and_reads(root):
     assert open(root / "Legacy Name.data", "rb").read() == b"new"
     assert json.loads(open(root / "small.metadata", "rb").read()) == {"colour": "red", "n": 2}
     db = _index(root)
-    # upgraded in place (issue 18 changed the schema deliberately: 4 -> 5, step_revisions)
-    assert db.execute("SELECT value FROM settings WHERE name='schema'").fetchone() == ("5",)
+    assert db.execute("SELECT value FROM settings WHERE name='schema'").fetchone() == ("6",)
+    assert db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall() \
+        == SCHEMA_V6_MASTER
+    assert db.execute("SELECT key, crc32 FROM keys ORDER BY key").fetchall() == [
+        ("Legacy Name", zlib.crc32(b"new")), ("dir/big", None), ("small", None)]  # written again: known
+    assert db.execute("SELECT key, name, elem, value, num, txt FROM meta ORDER BY key, name").fetchall() == [
+        ("Legacy Name", "k", 0, "1", 1, None), ("dir/big", "colour", 0, '"blue"', None, "blue"),
+        ("small", "colour", 0, '"red"', None, "red"), ("small", "n", 0, "2", 2, None)]
     db.close()
 
 

@@ -63,6 +63,7 @@ class WriteOp:
     if_revision: int | None = None  # the write's condition (see kvstore._rules.check_revision)
     move_from: str | None = None
     data_file: str | None = None  # another key's data file, renamed (never removed on failure)
+    data_crc32: int | None = None  # the CRC-32 of ``data_tmp``'s bytes, taken while staging
 
     @property
     def has_data(self) -> bool:
@@ -246,7 +247,8 @@ def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: i
         plan.files.append(WriteMeta(meta_path, op.key))
     kept = plan.contents[op.key][0] if op.key in plan.contents else None
     plan.contents[op.key] = (kept if data is KEEP_DATA else data, text)
-    plan.records.append(Record(outcome.kind, op.key, metadata, text, current, data))
+    plan.records.append(Record(outcome.kind, op.key, metadata, text, current, data,
+                               op.data_crc32 if data is None else None))
     return metadata, row_path, inline
 
 

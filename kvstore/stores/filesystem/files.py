@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import uuid
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -113,6 +114,17 @@ def kernel_copy(src: int, dst: int, size: int, advance: Callable[[int], None], c
     return "read"
 
 
+def crc32_of_fd(fd: int, chunk: int = 1 << 20) -> int:
+    """The CRC-32 of the whole file open on ``fd`` (read with pread: its offset is kept)."""
+    crc, offset = 0, 0
+    while True:
+        data = os.pread(fd, chunk, offset)
+        if not data:
+            return crc
+        crc = zlib.crc32(data, crc)
+        offset += len(data)
+
+
 def unlink(path: str | None) -> None:
     """Remove the file at ``path`` if there is one (nothing when ``path`` is None)."""
     if path:
@@ -181,7 +193,7 @@ class TempFiles:
     def new(self, fill: Callable[[int], None]) -> str:
         """A new temporary file filled by ``fill(fd)``; removed again if that fails."""
         path = self.name(".part")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fill(fd)
             if self.durable:
@@ -193,9 +205,9 @@ class TempFiles:
         os.close(fd)
         return path
 
-    def take(self, source: ProgressReader, inline_max: int) -> tuple[bytes | None, str | None]:
-        """(bytes, None) for a value of ``inline_max`` bytes or less, read into memory; else
-        (None, the temporary file it was streamed to)."""
+    def take(self, source: ProgressReader, inline_max: int) -> tuple[bytes | None, str | None, int | None]:
+        """(bytes, None, None) for a value of ``inline_max`` bytes or less, read into memory;
+        else (None, the temporary file it was streamed to, the CRC-32 of its bytes)."""
         head = b""
         if source.steps <= inline_max:  # small, or of unknown size: read to find out
             chunks: list[bytes] = []
@@ -203,26 +215,32 @@ class TempFiles:
             while size <= inline_max:
                 chunk = source.read(source.buffer_size)
                 if not chunk:
-                    return b"".join(chunks), None
+                    return b"".join(chunks), None, None
                 chunks.append(chunk)
                 size += len(chunk)
             head = b"".join(chunks)
-        return None, self.stage(source, head)
+        return (None, *self.stage(source, head))
 
-    def stage(self, source: ProgressReader, head: bytes) -> str:
-        """A temporary file holding ``head`` and then the rest of ``source``."""
+    def stage(self, source: ProgressReader, head: bytes) -> tuple[str, int]:
+        """(a temporary file holding ``head`` and then the rest of ``source``, the CRC-32 of
+        its bytes)."""
+        crc = [zlib.crc32(head)]
+
         def fill(fd: int) -> None:
             write_all(fd, head)
-            # A regular file is copied by the kernel; anything else is read in chunks.
+            # A regular file is copied by the kernel, then its copy read back (from the page
+            # cache) for the CRC; anything else is read in chunks, the CRC taken on the way.
             if source.copy_to_fd(fd):
+                crc[0] = crc32_of_fd(fd)
                 return
             while True:
                 chunk = source.read(source.buffer_size)
                 if not chunk:
                     return
+                crc[0] = zlib.crc32(chunk, crc[0])
                 write_all(fd, chunk)
 
-        return self.new(fill)
+        return self.new(fill), crc[0]
 
     def clean(self) -> None:
         """Remove temporary files left by processes that died before committing."""

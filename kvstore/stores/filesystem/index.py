@@ -1,7 +1,8 @@
 """The index: ``.kvstore/index.sqlite``, every SQL statement of the store.
 
-Tables: ``keys`` (metadata per key, and the bytes of a small value), ``meta`` (one row per
-top-level name with its canonical JSON value, for indexed queries), ``journal`` (the change
+Tables: ``keys`` (metadata per key, the bytes of a small value, the CRC-32 of the data),
+``meta`` (the typed rows of each top-level name and list element, for indexed queries: see
+:mod:`.query`), ``journal`` (the change
 journal; the newest row lists its commit's file operations until the next commit) and
 ``settings``. WAL mode; one connection per thread, fresh ones in a child after a fork.
 
@@ -20,31 +21,38 @@ import struct
 import threading
 import time
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from ..._keys import canonical, dump_json
 from ...errors import DiskFullError, StoreError
+from ...query import Criterion
 from .files import ScannedKey
+from .query import all_meta_rows, meta_rows, plan, prefix_end
 
 log = logging.getLogger("kvstore.filesystem")
 
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 # keys.path is NULL for a key stored under its canonical file name, else the name another
 # tool (encore) gave its files. keys.data holds a copy of a small value (NULL for a bigger
 # one): get() serves it from there, and it is what a commit's in-place file writes are
 # redone from. keys.revision is the journal sequence of the key's last change (schema 5,
-# see step_revisions).
+# see step_revisions). keys.crc32 is the CRC-32 of the data (NULL when not known: written by
+# an older schema or by encore, and found by reindex as a big value; schema 6).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS keys(
     key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,
-    path TEXT, data BLOB, revision INTEGER) WITHOUT ROWID;
+    path TEXT, data BLOB, revision INTEGER, crc32 INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(
-    name TEXT NOT NULL, value TEXT NOT NULL, key TEXT NOT NULL,
-    PRIMARY KEY(name, value, key)) WITHOUT ROWID;
+    key TEXT NOT NULL, name TEXT NOT NULL, elem INTEGER NOT NULL, value TEXT NOT NULL, num, txt TEXT,
+    PRIMARY KEY(key, name, elem, value)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS meta_num ON meta(name, num) WHERE num IS NOT NULL;
+CREATE INDEX IF NOT EXISTS meta_txt ON meta(name, txt) WHERE txt IS NOT NULL;
+CREATE INDEX IF NOT EXISTS meta_val ON meta(name, elem, value) WHERE num IS NULL AND txt IS NULL;
 CREATE TABLE IF NOT EXISTS journal(
     seq INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,
     metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL, files TEXT);
@@ -52,6 +60,8 @@ CREATE TABLE IF NOT EXISTS journal(
 
 # A key's committed state as a commit plans from it: (metadata, recorded path, value is inline).
 Row = tuple[dict[str, Any], str | None, bool]
+
+INSERT_META = "INSERT INTO meta(key, name, elem, value, num, txt) VALUES (?,?,?,?,?,?)"
 
 KEEP_DATA: Any = object()  # a record that leaves the key's data as it is
 
@@ -66,6 +76,7 @@ class Record:
     text: str  # metadata as JSON
     old: dict[str, Any] | None  # metadata before the change
     data: Any  # new inline bytes, None (a big value, in its file only) or KEEP_DATA
+    crc32: int | None = None  # the CRC-32 of a big value's data (of inline bytes: computed here)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,19 +109,6 @@ def _sql(func: F) -> F:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
     return cast(F, wrapper)
-
-
-def prefix_end(prefix: str) -> str:
-    """The smallest string greater than every string that starts with ``prefix``."""
-    while prefix:
-        last = ord(prefix[-1])
-        if last < 0x10FFFF:
-            nxt = last + 1
-            if 0xD800 <= nxt <= 0xDFFF:
-                nxt = 0xE000
-            return prefix[:-1] + chr(nxt)
-        prefix = prefix[:-1]
-    return "\U0010ffff" * 256
 
 
 class Index:
@@ -385,29 +383,23 @@ class Index:
             rows = conn.execute("SELECT key FROM keys ORDER BY key").fetchall()
         return [r[0] for r in rows]
 
-    @_sql
-    def query(self, criteria: dict[str, str]) -> list[tuple[str, str]]:
-        """(key, metadata text) of the keys whose indexed names hold ``criteria``'s values."""
-        sql = "SELECT k.key, k.metadata FROM keys k"
-        params: list[str] = []
-        clauses = []
-        for name, text in criteria.items():
-            clauses.append("EXISTS (SELECT 1 FROM meta m WHERE m.name=? AND m.value=? AND m.key=k.key)")
-            params += [name, text]
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        return self.conn().execute(sql + " ORDER BY k.key", params).fetchall()
+    def stat(self, key: str) -> tuple[str, float, str | None, int | None, int | None] | None:
+        """(metadata text, modified, recorded path, size of inline data or None, crc32 or
+        None) of ``key``, or None."""
+        try:
+            return self.conn().execute("SELECT metadata, modified, path, length(data), crc32 FROM keys "
+                                       "WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     @_sql
-    def query_keys(self, criteria: dict[str, str]) -> list[str]:
-        """The keys matching ``criteria`` (at least one), from the ``meta`` table alone."""
-        first, *rest = criteria.items()
-        sql = "SELECT m.key FROM meta m WHERE m.name=? AND m.value=?"
-        params = list(first)
-        for name, text in rest:
-            sql += " AND EXISTS (SELECT 1 FROM meta x WHERE x.name=? AND x.value=? AND x.key=m.key)"
-            params += [name, text]
-        return [r[0] for r in self.conn().execute(sql + " ORDER BY m.key", params).fetchall()]
+    def query(self, criteria: dict[str, Criterion], with_metadata: bool) -> tuple[list[Any], bool]:
+        """((key, metadata text) of the keys matching ``criteria``, or only the keys when not
+        ``with_metadata``; whether they are a superset to check again): see :mod:`.query`."""
+        conn = self.conn()
+        found = plan(conn, criteria, with_metadata)
+        rows = conn.execute(found.sql, found.params).fetchall()
+        return (rows if with_metadata else [r[0] for r in rows]), found.recheck
 
     # ------------------------------------------------------------ commits
 
@@ -440,8 +432,7 @@ class Index:
     def _delete_key(conn: sqlite3.Connection, r: Record) -> None:
         conn.execute("DELETE FROM keys WHERE key=?", (r.key,))
         if r.old:
-            conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?",
-                             [(n, canonical(v), r.key) for n, v in r.old.items()])
+            conn.execute("DELETE FROM meta WHERE key=?", (r.key,))
 
     @staticmethod
     def _write_key(conn: sqlite3.Connection, r: Record, now: float, seq: int) -> None:
@@ -454,22 +445,24 @@ class Index:
                 "revision=excluded.revision",
                 (r.key, r.text, now, now, seq))
         else:
+            crc = zlib.crc32(r.data) if r.data is not None else r.crc32
             conn.execute(
-                "INSERT INTO keys(key, metadata, created, modified, data, revision) VALUES (?,?,?,?,?,?) "
-                "ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, "
-                "modified=excluded.modified, data=excluded.data, revision=excluded.revision",
-                (r.key, r.text, now, now, r.data, seq))
+                "INSERT INTO keys(key, metadata, created, modified, data, revision, crc32) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET metadata=excluded.metadata, "
+                "modified=excluded.modified, data=excluded.data, revision=excluded.revision, "
+                "crc32=excluded.crc32",
+                (r.key, r.text, now, now, r.data, seq, crc))
         if r.metadata is r.old:
             return  # the data changed, not the metadata
         # Only the names whose value changed touch the meta index: fewer pages per commit.
         new = {n: canonical(v) for n, v in r.metadata.items()}
         was = {n: canonical(v) for n, v in r.old.items()} if r.old else {}
-        gone = [(n, c, r.key) for n, c in was.items() if new.get(n) != c]
+        gone = [(r.key, n) for n, c in was.items() if new.get(n) != c]
         if gone:
-            conn.executemany("DELETE FROM meta WHERE name=? AND value=? AND key=?", gone)
-        added = [(n, c, r.key) for n, c in new.items() if was.get(n) != c]
+            conn.executemany("DELETE FROM meta WHERE key=? AND name=?", gone)
+        added = [row for n, c in new.items() if was.get(n) != c for row in meta_rows(r.key, n, r.metadata[n])]
         if added:
-            conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)", added)
+            conn.executemany(INSERT_META, added)
 
     @_sql
     def trim_journal(self, conn: sqlite3.Connection, floor: int) -> None:
@@ -508,11 +501,11 @@ class Index:
             conn.execute("DELETE FROM keys")
             conn.execute("DELETE FROM meta")
             for key, metadata, created, modified, path, data in rows:
-                conn.execute("INSERT INTO keys(key, metadata, created, modified, path, data) "
-                             "VALUES (?,?,?,?,?,?)",
-                             (key, dump_json(metadata), created, modified, path, data))
-                conn.executemany("INSERT INTO meta(name, value, key) VALUES (?,?,?)",
-                                 [(n, canonical(v), key) for n, v in metadata.items()])
+                conn.execute("INSERT INTO keys(key, metadata, created, modified, path, data, crc32) "
+                             "VALUES (?,?,?,?,?,?,?)",
+                             (key, dump_json(metadata), created, modified, path, data,
+                              None if data is None else zlib.crc32(data)))
+                conn.executemany(INSERT_META, all_meta_rows(key, metadata))
             assign_revisions(conn)
             conn.execute("INSERT INTO settings(name, value) VALUES ('indexed', ?) "
                          "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (SCHEMA_VERSION,))
@@ -555,14 +548,17 @@ class Index:
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the index tables. An index of another schema version is dropped and rebuilt
-    from the files on connect; the change journal's rows and sequence numbers are kept."""
-    conn.executescript(SCHEMA)
+    """Create the index tables, or bring an index of an older schema to this one: by the
+    steps of :data:`STEPS` where there are steps from its version, else by dropping it
+    to be rebuilt from the files on connect (the change journal's rows and sequence numbers
+    are kept either way)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT)")
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = conn.execute("SELECT value FROM settings WHERE name='schema'").fetchone()
-        if row is None or row[0] != SCHEMA_VERSION:
-            _migrate(conn, row[0] if row is not None else None)
+        version = row[0] if row is not None else None
+        if version != SCHEMA_VERSION:
+            _migrate(conn, version)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -597,10 +593,28 @@ def step_revisions(conn: sqlite3.Connection) -> None:
     assign_revisions(conn)
 
 
+def _step_5_to_6(conn: sqlite3.Connection) -> None:
+    """Schema 5 to 6 (typed query index, issue 17): ``keys`` gains ``crc32`` (NULL for the
+    rows there: not known until the data is written again); ``meta`` becomes the typed rows
+    of :mod:`.query`, made again from each key's metadata (the files are not read)."""
+    conn.execute("ALTER TABLE keys ADD COLUMN crc32 INTEGER")
+    conn.execute("DROP TABLE meta")
+    conn.execute("CREATE TABLE meta(\n"
+                 "    key TEXT NOT NULL, name TEXT NOT NULL, elem INTEGER NOT NULL, value TEXT NOT NULL, "
+                 "num, txt TEXT,\n"
+                 "    PRIMARY KEY(key, name, elem, value)) WITHOUT ROWID")
+    conn.execute("CREATE INDEX meta_num ON meta(name, num) WHERE num IS NOT NULL")
+    conn.execute("CREATE INDEX meta_txt ON meta(name, txt) WHERE txt IS NOT NULL")
+    conn.execute("CREATE INDEX meta_val ON meta(name, elem, value) WHERE num IS NULL AND txt IS NULL")
+    for key, text in conn.execute("SELECT key, metadata FROM keys").fetchall():
+        conn.executemany(INSERT_META, all_meta_rows(key, json.loads(text)))
+
+
 # Steps that bring an index of one schema to the next without a rebuild from the files:
 # version -> (step, the version it makes). Any other version is rebuilt by _migrate.
 STEPS: dict[str, tuple[Callable[[sqlite3.Connection], None], str]] = {
     "4": (step_revisions, "5"),
+    "5": (_step_5_to_6, "6"),
 }
 
 
@@ -611,6 +625,7 @@ def _migrate(conn: sqlite3.Connection, version: str | None) -> None:
         step(conn)
         conn.execute("INSERT OR REPLACE INTO settings(name, value) VALUES ('schema', ?)", (version,))
     if version == SCHEMA_VERSION:
+        conn.execute("UPDATE settings SET value=? WHERE name='indexed'", (SCHEMA_VERSION,))
         return
     _rebuild_schema(conn, version)
 
@@ -619,18 +634,19 @@ def _rebuild_schema(conn: sqlite3.Connection, version: str | None) -> None:
     # Everything but the journal is rebuilt from the files (the next connect sees no
     # 'indexed' setting); a journal of before the files column is copied row by row, so
     # that sequence numbers never go backwards.
-    if version is not None or conn.execute("SELECT count(*) FROM keys").fetchone()[0]:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if version is not None or ("keys" in tables and conn.execute("SELECT count(*) FROM keys").fetchone()[0]):
         log.warning("rebuilding an index of schema %s as schema %s", version, SCHEMA_VERSION)
     for table in ("keys", "meta", "pending"):
         conn.execute(f"DROP TABLE IF EXISTS {table}")
     columns = [r[1] for r in conn.execute("PRAGMA table_info(journal)")]
-    if "files" not in columns:
+    if columns and "files" not in columns:
         conn.execute("ALTER TABLE journal RENAME TO journal_old")
     conn.execute("DELETE FROM settings WHERE name='indexed'")
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
-    if "files" not in columns:
+    if columns and "files" not in columns:
         conn.execute("INSERT INTO journal(seq, key, kind, metadata, origin, timestamp) "
                      "SELECT seq, key, kind, metadata, origin, timestamp FROM journal_old")
         conn.execute("DROP TABLE journal_old")

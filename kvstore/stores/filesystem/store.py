@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote
 
 from ..._keys import dump_json, matches
+from ..._checksum import KeyStat, crc32_text
 from ..._options import as_bool, as_str, url_options
 from ..._rules import KEEP, Overlay, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
@@ -320,7 +321,7 @@ class FileSystemStore(AbstractStore):
         op = WriteOp("write", key, metadata=metadata, update=update, if_revision=if_revision)
         try:
             if source is not None:
-                op.data, op.data_tmp = self._take(key, source)
+                op.data, op.data_tmp, op.data_crc32 = self._take(key, source)
             if metadata is not None:
                 op.meta_text = dump_json(metadata)
             return self._submit(op)
@@ -328,7 +329,7 @@ class FileSystemStore(AbstractStore):
             unlink(op.data_tmp)
             raise
 
-    def _take(self, key: str, source: ProgressReader) -> tuple[bytes | None, str | None]:
+    def _take(self, key: str, source: ProgressReader) -> tuple[bytes | None, str | None, int | None]:
         try:
             return self._tmp.take(source, self.inline_max)
         except OSError as exc:
@@ -497,17 +498,17 @@ class FileSystemStore(AbstractStore):
         return staging.keys(keys, prefix)
 
     def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
-        # TODO(issue 17): index. Only plain equalities (eq, with their canonical text) are
-        # answered by SQL; operators are checked by matches() on each row below.
+        # Answered by the index (see filesystem/query.py); rows of keys this thread's
+        # transaction touched are replaced by what it staged.
         with self._lock.shared:
-            rows = self._index.query(dict(_equalities(criteria)))
+            rows, recheck = self._index.query(criteria, True)
         staging = self._tx_state()
         out = []
         for key, text in rows:
             if staging is not None and staging.touched(key):
                 continue
             metadata = json.loads(text)
-            if matches(metadata, criteria):
+            if not recheck or matches(metadata, criteria):
                 out.append((key, metadata))
         if staging is not None:
             for key, entry in staging.view.items():
@@ -517,12 +518,33 @@ class FileSystemStore(AbstractStore):
         return out
 
     def _query_keys(self, criteria: dict[str, Criterion]) -> Iterable[str]:
-        # TODO(issue 17): index. Any operator goes through _query's SQL + matches() for now.
-        equalities = _equalities(criteria)
-        if self._tx_state() is not None or not criteria or len(equalities) < len(criteria):
-            return [k for k, _ in self._query(criteria)]
+        if self._tx_state() is None:
+            with self._lock.shared:
+                keys, recheck = self._index.query(criteria, False)
+            if not recheck:
+                return keys
+        return [k for k, _ in self._query(criteria)]
+
+    # ------------------------------------------------------------ stat
+
+    def _stat(self, key: str) -> KeyStat:
+        """Size, CRC-32 (None when the index has none) and metadata from the index; the size
+        of a big value from its file's inode: no data is read."""
+        staging = self._tx_state()
+        if staging is not None and staging.touched(key):
+            return super()._stat(key)
         with self._lock.shared:
-            return self._index.query_keys(dict(equalities))
+            row = self._index.stat(key)
+            if row is None:
+                raise KeyError(key)
+            text, modified, row_path, size, crc = row
+            if size is None:
+                try:
+                    size = os.stat(key_paths(self.path, key, row_path)[0]).st_size
+                except (FileNotFoundError, NotADirectoryError):
+                    raise StoreError(f"the data file of {key!r} is missing: the directory was changed "
+                                     f"behind the store's back; call reindex()") from None
+        return KeyStat(size, None if crc is None else crc32_text(crc), json.loads(text), modified)
 
     # ------------------------------------------------------------ index and journal
 
@@ -576,7 +598,3 @@ class FileSystemStore(AbstractStore):
 
         return JournalSource(self, pattern, kinds, since)
 
-
-def _equalities(criteria: dict[str, Criterion]) -> list[tuple[str, str]]:
-    """(name, canonical JSON text) of the plain-equality criteria, which the index answers."""
-    return [(name, c.text) for name, c in criteria.items() if c.text is not None]
