@@ -31,37 +31,15 @@ from ...errors import DiskFullError, StoreError
 from ...query import Criterion
 from .files import ScannedKey
 from .query import all_meta_rows, meta_rows, plan, prefix_end
+from .schema import INSERT_META, SCHEMA_VERSION, assign_revisions, ensure_schema
 
 log = logging.getLogger("kvstore.filesystem")
 
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = "6"
-# keys.path is NULL for a key stored under its canonical file name, else the name another
-# tool (encore) gave its files. keys.data holds a copy of a small value (NULL for a bigger
-# one): get() serves it from there, and it is what a commit's in-place file writes are
-# redone from. keys.revision is the journal sequence of the key's last change (schema 5,
-# see step_revisions). keys.crc32 is the CRC-32 of the data (NULL when not known: written by
-# an older schema or by encore, and found by reindex as a big value; schema 6).
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS keys(
-    key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,
-    path TEXT, data BLOB, revision INTEGER, crc32 INTEGER) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta(
-    key TEXT NOT NULL, name TEXT NOT NULL, elem INTEGER NOT NULL, value TEXT NOT NULL, num, txt TEXT,
-    PRIMARY KEY(key, name, elem, value)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS meta_num ON meta(name, num) WHERE num IS NOT NULL;
-CREATE INDEX IF NOT EXISTS meta_txt ON meta(name, txt) WHERE txt IS NOT NULL;
-CREATE INDEX IF NOT EXISTS meta_val ON meta(name, elem, value) WHERE num IS NULL AND txt IS NULL;
-CREATE TABLE IF NOT EXISTS journal(
-    seq INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,
-    metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL, files TEXT);
-"""
 
 # A key's committed state as a commit plans from it: (metadata, recorded path, value is inline).
 Row = tuple[dict[str, Any], str | None, bool]
 
-INSERT_META = "INSERT INTO meta(key, name, elem, value, num, txt) VALUES (?,?,?,?,?,?)"
 
 KEEP_DATA: Any = object()  # a record that leaves the key's data as it is
 
@@ -545,109 +523,3 @@ class Index:
         return self.conn().execute(
             "SELECT seq, key, kind, metadata, origin, timestamp FROM journal WHERE seq > ? "
             "ORDER BY seq LIMIT ?", (int(sequence), int(limit))).fetchall()
-
-
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the index tables, or bring an index of an older schema to this one: by the
-    steps of :data:`STEPS` where there are steps from its version, else by dropping it
-    to be rebuilt from the files on connect (the change journal's rows and sequence numbers
-    are kept either way)."""
-    conn.execute("CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT)")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        row = conn.execute("SELECT value FROM settings WHERE name='schema'").fetchone()
-        version = row[0] if row is not None else None
-        if version != SCHEMA_VERSION:
-            _migrate(conn, version)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def assign_revisions(conn: sqlite3.Connection) -> None:
-    """Give every key without a revision one: the sequence of its last journal row when the
-    journal still has one, else the store's last sequence (at least 1), which is then
-    reserved (``revision_floor``) so that no later change is given it again."""
-    conn.execute("UPDATE keys SET revision = j.seq FROM (SELECT key, max(seq) AS seq FROM journal "
-                 "GROUP BY key) AS j WHERE j.key = keys.key AND keys.revision IS NULL")
-    if conn.execute("SELECT 1 FROM keys WHERE revision IS NULL LIMIT 1").fetchone() is None:
-        return
-    last = conn.execute(
-        "SELECT max(1, coalesce((SELECT max(seq) FROM journal), 0), coalesce((SELECT "
-        "max(CAST(value AS INTEGER)) FROM settings WHERE name IN ('journal_floor', 'revision_floor')), 0))"
-    ).fetchone()[0]
-    conn.execute("UPDATE keys SET revision=? WHERE revision IS NULL", (last,))
-    conn.execute("INSERT INTO settings(name, value) VALUES ('revision_floor', ?) "
-                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value "
-                 "WHERE CAST(excluded.value AS INTEGER) > CAST(settings.value AS INTEGER)", (str(last),))
-
-
-def step_revisions(conn: sqlite3.Connection) -> None:
-    """Schema step 4 -> 5 (issue 18): the ``keys.revision`` column, filled for the keys
-    there are by :func:`assign_revisions` (positive, never given to a later change)."""
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(keys)")]
-    if "revision" not in columns:
-        conn.execute("ALTER TABLE keys ADD COLUMN revision INTEGER")
-    assign_revisions(conn)
-
-
-def _step_5_to_6(conn: sqlite3.Connection) -> None:
-    """Schema 5 to 6 (typed query index, issue 17): ``keys`` gains ``crc32`` (NULL for the
-    rows there: not known until the data is written again); ``meta`` becomes the typed rows
-    of :mod:`.query`, made again from each key's metadata (the files are not read)."""
-    conn.execute("ALTER TABLE keys ADD COLUMN crc32 INTEGER")
-    conn.execute("DROP TABLE meta")
-    conn.execute("CREATE TABLE meta(\n"
-                 "    key TEXT NOT NULL, name TEXT NOT NULL, elem INTEGER NOT NULL, value TEXT NOT NULL, "
-                 "num, txt TEXT,\n"
-                 "    PRIMARY KEY(key, name, elem, value)) WITHOUT ROWID")
-    conn.execute("CREATE INDEX meta_num ON meta(name, num) WHERE num IS NOT NULL")
-    conn.execute("CREATE INDEX meta_txt ON meta(name, txt) WHERE txt IS NOT NULL")
-    conn.execute("CREATE INDEX meta_val ON meta(name, elem, value) WHERE num IS NULL AND txt IS NULL")
-    for key, text in conn.execute("SELECT key, metadata FROM keys").fetchall():
-        conn.executemany(INSERT_META, all_meta_rows(key, json.loads(text)))
-
-
-# Steps that bring an index of one schema to the next without a rebuild from the files:
-# version -> (step, the version it makes). Any other version is rebuilt by _migrate.
-STEPS: dict[str, tuple[Callable[[sqlite3.Connection], None], str]] = {
-    "4": (step_revisions, "5"),
-    "5": (_step_5_to_6, "6"),
-}
-
-
-def _migrate(conn: sqlite3.Connection, version: str | None) -> None:
-    while version in STEPS:
-        step, version = STEPS[version]
-        log.info("upgrading an index to schema %s (%s)", version, step.__name__)
-        step(conn)
-        conn.execute("INSERT OR REPLACE INTO settings(name, value) VALUES ('schema', ?)", (version,))
-    if version == SCHEMA_VERSION:
-        conn.execute("UPDATE settings SET value=? WHERE name='indexed'", (SCHEMA_VERSION,))
-        return
-    _rebuild_schema(conn, version)
-
-
-def _rebuild_schema(conn: sqlite3.Connection, version: str | None) -> None:
-    # Everything but the journal is rebuilt from the files (the next connect sees no
-    # 'indexed' setting); a journal of before the files column is copied row by row, so
-    # that sequence numbers never go backwards.
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if version is not None or ("keys" in tables and conn.execute("SELECT count(*) FROM keys").fetchone()[0]):
-        log.warning("rebuilding an index of schema %s as schema %s", version, SCHEMA_VERSION)
-    for table in ("keys", "meta", "pending"):
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(journal)")]
-    if columns and "files" not in columns:
-        conn.execute("ALTER TABLE journal RENAME TO journal_old")
-    conn.execute("DELETE FROM settings WHERE name='indexed'")
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    if columns and "files" not in columns:
-        conn.execute("INSERT INTO journal(seq, key, kind, metadata, origin, timestamp) "
-                     "SELECT seq, key, kind, metadata, origin, timestamp FROM journal_old")
-        conn.execute("DROP TABLE journal_old")
-    conn.execute("INSERT OR REPLACE INTO settings(name, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
