@@ -29,7 +29,8 @@ from .format import H_KEY, H_WRITE, DataRef, Meta, commit_headers, metadata_body
 from .naming import Naming, ObjectNames, encode_long_key
 from .options import S3Options
 from .reads import Reads
-from .copies import COPY_MAX, Copies, CopySource, written_by
+from .copies import COPY_MAX, Copies
+from .server_copy import ServerSideCopies
 from .uploads import Uploads
 
 __all__ = ["S3Store"]
@@ -47,7 +48,7 @@ def _boto() -> tuple[Any, Any]:
     return boto3, sys.modules["botocore"]
 
 
-class S3Store(AbstractStore):
+class S3Store(ServerSideCopies, AbstractStore):
     """A store in an S3 bucket, under a prefix (see :mod:`kvstore.stores.s3` for the layout,
     the commit point, checksums and why transactions do not roll back).
 
@@ -419,73 +420,6 @@ class S3Store(AbstractStore):
         headers = self._reads.headers(names.data)
         return (headers or {}).get(H_WRITE) != uploads[0].write
 
-    # ------------------------------------------------------------ server-side copies (issue 20)
-    #
-    # move is the base class's: this copy, then a delete; not atomic (S3 stages nothing).
-    # ``if_revision`` is _commit_write's condition on ``dst``; move's ``if_source_revision``
-    # is the condition of the delete that follows the copy.
-
-    def _copy(self, src: str, dst: str, buffer_size: int, if_revision: int | None = None) -> list[Change]:
-        return self._copy_from(self, src, dst, buffer_size, if_revision)
-
-    def _can_copy_from(self, source: Any) -> bool:
-        """Whether ``source``'s keys can be copied here server-side: an S3Store of the same
-        service (endpoint, region) signing with the same credentials."""
-        return isinstance(source, S3Store) and same_service(self._client, source._client)
-
-    def _copy_from(self, source: S3Store, src: str, dst: str, buffer_size: int,
-                   if_revision: int | None = None) -> list[Change]:
-        """CopyObject (or a multipart copy) of ``source``'s data object of ``src`` to the
-        data object of ``dst``, then the metadata commit like any write. No data passes
-        through the client."""
-        names = self._naming.names(dst)
-        uploads: list[DataRef] = []
-        if if_revision is not None:  # fail early, before the copy (the commit checks again)
-            self._check_now(dst, names, if_revision, None)
-        try:
-            for _ in range(self.commit_attempts):
-                pinned, metadata = source._pinned(src)
-                try:
-                    uploads.append(self._copies.copy(pinned, names.data))
-                except _Conflict:
-                    continue  # the source was written between its HEAD and the copy: again
-                return [self._commit_write(dst, names, True, uploads, metadata, None, if_revision)]
-        except BaseException:
-            for ref in uploads:
-                if ref.version is not None:
-                    self._uploads.forget_version(names.data, ref.version)
-            raise
-        raise StoreError(f"could not copy {src!r}: it changed {self.commit_attempts} times while copied")
-
-    def _pinned(self, key: str) -> tuple[CopySource, dict[str, Any]]:
-        """The committed data object of ``key``, pinned for a copy, and the key's metadata.
-        KeyError when missing."""
-        names = self._naming.names(key)
-        deadline = time.monotonic() + self.pair_timeout
-        with missing_is_key_error(key):
-            while True:
-                current = self._reads.meta_of(key, names.metadata)
-                ref = current.ref
-                head = self._data_head(names.data, ref.version)
-                if head is not None and (ref.version is not None or ref.write is None
-                                         or written_by(head) == ref.write):
-                    return CopySource(self.bucket, names.data, head["ETag"], int(head["ContentLength"]),
-                                      ref.crc32, ref.version), current.metadata
-                # A writer has uploaded new data and not yet committed it: wait for its commit.
-                if time.monotonic() > deadline:
-                    raise StoreError(f"{key!r} is being written: its data object is not the one its "
-                                     f"metadata names after {self.pair_timeout}s")
-                time.sleep(0.02)
-
-    def _data_head(self, name: str, version: str | None) -> dict[str, Any] | None:
-        if version is None:
-            return self._reads.head(name)
-        try:
-            with self._errors(missing=True):
-                return self._client.head_object(Bucket=self.bucket, Key=name, VersionId=version)  # type: ignore[no-any-return]
-        except _Missing:
-            return None
-
     def _delete(self, key: str, if_revision: int | None = None) -> list[Change]:
         """DELETE the metadata object (the commit point of a delete) if it is still the one
         read (``If-Match``), else read it again; then the data object, if it is still the
@@ -531,21 +465,3 @@ class S3Store(AbstractStore):
             pass  # replaced or deleted since the HEAD: not ours to delete
         except StoreError as exc:
             log.warning("deleted %r but not its data object %s: %s", key, names.data, exc)
-
-
-def same_service(a: Any, b: Any) -> bool:
-    """Whether two boto3 clients reach the same S3 service with the same access key."""
-    if a is b:
-        return True
-    if a is None or b is None:
-        return False
-    if (a.meta.endpoint_url, a.meta.region_name) != (b.meta.endpoint_url, b.meta.region_name):
-        return False
-    return _access_key(a) == _access_key(b) and _access_key(a) is not None
-
-
-def _access_key(client: Any) -> str | None:
-    try:
-        return client._request_signer._credentials.access_key  # type: ignore[no-any-return]
-    except AttributeError:
-        return None
