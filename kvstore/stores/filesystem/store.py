@@ -21,8 +21,9 @@ from ...query import Criterion
 from .checkpoint import Checkpointer
 from .commit import Committer, WriteOp, key_paths
 from .files import INTERNAL_DIR, SpaceReserve, TempFiles, bytes_value, fd_value, scan, store_error, unlink
-from .index import Index, is_damage
+from .index import Index
 from .lock import StoreLock
+from .recovery import IndexRecovery
 from .transfer import KernelCopies
 from .sequence import HighWater
 
@@ -54,7 +55,7 @@ _Entry = tuple[str | bytes, dict[str, Any]]
 _Staging = Overlay[_Entry, WriteOp]
 
 
-class FileSystemStore(KernelCopies, AbstractStore):
+class FileSystemStore(IndexRecovery, KernelCopies, AbstractStore):
     """A store in a local directory, shared safely by threads and processes.
 
     Parameters
@@ -178,52 +179,6 @@ class FileSystemStore(KernelCopies, AbstractStore):
         if not self.readonly:
             self._reserve.make()
             self._checkpointer.start(self.checkpoint_idle)
-
-    def _connect_readonly(self) -> None:
-        with self._lock.shared:
-            try:
-                if self._index.is_indexed(self._index.conn()):
-                    return
-            except StoreError as exc:  # missing, half-made, damaged, of another schema
-                log.info("%s: %s", self.path, exc)
-            # No usable index file, and none may be written: one in memory, from the files.
-            log.info("%s is open read-only without a usable index: indexing it in memory", self.path)
-            self._index.close()
-            self._index.in_memory = True
-            conn = self._index.conn()
-            try:
-                rows = scan(self.path, self.inline_max)
-            except OSError as exc:
-                raise store_error(exc, f"cannot read the files of {self.path}") from exc
-            self._index.rebuild(conn, rows)
-
-    def _connect_writable(self) -> None:
-        damaged: StoreError | None = None
-        if self._index.wal_lost():
-            damaged = StoreError("its write-ahead log (-wal) is missing: the index is older than the files")
-        else:
-            try:
-                with self._committer.exclusive() as conn:
-                    self._index.check()
-                    self._tmp.clean()
-                    needs_index = not self._index.is_indexed(conn)
-            except StoreError as exc:
-                if not is_damage(exc) and "is damaged" not in str(exc):
-                    raise
-                damaged = exc
-        if damaged is not None:
-            self._recover(damaged)
-        elif needs_index:
-            self._reindex()
-
-    def _recover(self, cause: StoreError) -> None:
-        """Rebuild a damaged or stale index from the files, keeping the old one aside; the
-        journal starts again above the sequence mark (its floor), so sequences never go back."""
-        with self._lock.exclusive:
-            aside = self._index.set_aside()
-        log.warning("the index of %s is damaged (%s): kept as %s and rebuilt from the files",
-                    self.path, cause, aside)
-        self._reindex()
 
     def _disconnect(self) -> None:
         self._checkpointer.stop()
