@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -110,10 +111,12 @@ while time.monotonic() < deadline:
     keys = set(store.glob("*"))
     if len(keys) != 1:
         print("saw", sorted(keys), flush=True); sys.exit(1)
-    # the value only moves forward along k000, k001, ...: reading them in that order must
-    # find it (a move never shows neither key), whole (never a half-moved data file)
+    # the value only moves forward along k000, k001, ...: reading them in that order from
+    # the key just listed must find it (a move never shows neither key), whole (never a
+    # half-moved data file)
     found = None
-    for key in ["k%03d" % i for i in range(int(sys.argv[4]) + 1)]:
+    (listed,) = keys
+    for key in ["k%03d" % i for i in range(int(listed[1:]), int(sys.argv[4]) + 1)]:
         try:
             found = store.to_bytes(key)
             break
@@ -122,6 +125,8 @@ while time.monotonic() < deadline:
     if found != expected:
         print("bad data", None if found is None else len(found), flush=True); sys.exit(1)
     reads += 1
+    with open(sys.argv[5], "w") as progress:
+        progress.write(str(reads))
     if open(sys.argv[3]).read() == "stop":
         break
 print("reads", reads, flush=True)
@@ -133,16 +138,23 @@ def test_move_of_a_big_value_is_atomic_for_a_reader_in_another_process(tmp_path:
     (tmp_path / "expected").write_bytes(payload)
     flag = tmp_path / "flag"
     flag.write_text("")
+    progress = tmp_path / "progress"
+    progress.write_text("0")
     with _store(tmp_path) as store:
-        moves = 80
+        limit = 900
         store.set("k000", (payload, {"n": 0}))
         proc = subprocess.Popen([sys.executable, "-c", READER, store.path, str(tmp_path / "expected"), str(flag),
-                                 str(moves)],
+                                 str(limit), str(progress)],
                                 stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            for i in range(moves):
-                store.move(f"k{i:03d}", f"k{i + 1:03d}")
+            # At least 80 moves, and on until the reader has read 20 times alongside them
+            # (a loaded machine may run it slowly), within a deadline.
+            moves, deadline = 0, time.monotonic() + 60
+            while moves < limit and time.monotonic() < deadline and (
+                    moves < 80 or int(progress.read_text() or 0) < 20):
+                store.move(f"k{moves:03d}", f"k{moves + 1:03d}")
+                moves += 1
             flag.write_text("stop")
             out, _ = proc.communicate(timeout=60)
         finally:
