@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Sequence
 
 from . import signals
-from ._subscription import Subscription
+from ._subscription import Subscription, check_filter
 from ._value import Change, _copy_metadata
 from .events import MODIFICATION_CLASSES, StoreEvent, StoreModificationEvent
 
@@ -48,13 +48,7 @@ class BusMixin:
         """Call ``receiver(event)`` for this store's modification events on keys matching
         the glob ``pattern`` (local and remote). Returns a handle with ``cancel()``.
         """
-        if isinstance(kinds, str):
-            kinds = (kinds,)
-        unknown = [k for k in kinds if k not in signals.MODIFICATION_SIGNALS]
-        if unknown:
-            raise ValueError(f"unknown event kinds {unknown}; use 'set', 'update', 'delete'")
-        if not isinstance(pattern, str):
-            raise TypeError("pattern must be a str")
+        kinds = check_filter(pattern, kinds)
         if inspect.iscoroutinefunction(receiver):
             raise TypeError("subscribe() calls its receiver synchronously, so it cannot be a coroutine "
                             "function; iterate `async for event in store.events()` instead")

@@ -12,7 +12,7 @@ from .events import StoreEvent
 if TYPE_CHECKING:
     from .base import AbstractStore
 
-__all__ = ["Subscription"]
+__all__ = ["Subscription", "check_filter"]
 
 
 class Subscription:
@@ -47,3 +47,13 @@ class Subscription:
         self.cancel()
 
 
+def check_filter(pattern: str, kinds: Sequence[str]) -> tuple:
+    """Validate ``pattern`` and ``kinds`` like ``subscribe()``; return the kinds as a tuple."""
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    unknown = [k for k in kinds if k not in signals.MODIFICATION_SIGNALS]
+    if unknown:
+        raise ValueError(f"unknown event kinds {unknown}; use 'set', 'update', 'delete'")
+    if not isinstance(pattern, str):
+        raise TypeError("pattern must be a str")
+    return tuple(kinds)

@@ -25,6 +25,7 @@ import time
 from typing import Any, Deque, List, Optional, Sequence
 
 from . import signals
+from ._subscription import check_filter
 from ._journal_follow import JournalFollower, load_observer
 from .errors import EventsOverflowError, JournalGapError
 from .events import MODIFICATION_CLASSES, StoreEvent
@@ -37,18 +38,6 @@ log = logging.getLogger("kvstore")
 _END: Any = object()
 # Seconds between two checks that the store is still connected while a reader waits.
 _CHECK_INTERVAL = 0.1
-
-
-def check_filter(pattern: str, kinds: Sequence[str]) -> tuple:
-    """Validate ``pattern`` and ``kinds`` like ``subscribe()``; return the kinds as a tuple."""
-    if isinstance(kinds, str):
-        kinds = (kinds,)
-    unknown = [k for k in kinds if k not in signals.MODIFICATION_SIGNALS]
-    if unknown:
-        raise ValueError(f"unknown event kinds {unknown}; use 'set', 'update', 'delete'")
-    if not isinstance(pattern, str):
-        raise TypeError("pattern must be a str")
-    return tuple(kinds)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:

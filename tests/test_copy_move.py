@@ -14,11 +14,8 @@ import kvstore
 from kvstore.errors import InvalidKeyError, NotConnectedError
 from kvstore.testing import EventRecorder
 
-import s3_moto
 
 # moto's S3 server and clients (fixtures shared with other modules)
-s3_endpoint, _s3_session = s3_moto.s3_endpoint, s3_moto._s3_session
-s3_client, s3_bucket = s3_moto.s3_client, s3_moto.s3_bucket
 
 
 @pytest.fixture(params=["memory", "filesystem", "s3"])

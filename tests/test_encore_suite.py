@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import shutil
 import socket
@@ -109,26 +108,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def s3_bucket() -> Iterator[Tuple[str, Any, str]]:
-    """moto's S3 server on loopback for this module, and one bucket in it:
+def s3_bucket(s3_endpoint: Any) -> Iterator[Tuple[str, Any, str]]:
+    """One bucket on the session's moto server (conftest.py) for this module:
     (endpoint, boto3 session, bucket). Each test stores under a prefix of its own."""
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="testing",
-                                        aws_secret_access_key="testing")
-        bucket = f"encore-{uuid.uuid4().hex[:12]}"
-        client = session.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket=bucket)
-        client.close()
-        yield endpoint, session, bucket
-    finally:
-        server.stop()
+    if s3_endpoint is None:
+        pytest.skip("S3 tests need boto3 and moto")
+    import boto3
+
+    session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="testing",
+                                    aws_secret_access_key="testing")
+    bucket = f"encore-{uuid.uuid4().hex[:12]}"
+    client = session.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket=bucket)
+    client.close()
+    yield s3_endpoint, session, bucket
 
 
 # ---------------------------------------------------------- kvstore stores, by backend

@@ -18,8 +18,6 @@ from kvstore.errors import ConflictError
 
 import s3_moto
 
-s3_endpoint, _s3_session = s3_moto.s3_endpoint, s3_moto._s3_session
-s3_client, s3_bucket = s3_moto.s3_client, s3_moto.s3_bucket
 
 
 @pytest.fixture(params=["memory", "filesystem", "s3"])

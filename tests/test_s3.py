@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -26,7 +25,6 @@ pytest.importorskip("moto")
 
 from botocore.exceptions import EndpointConnectionError  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 import kvstore  # noqa: E402
 from kvstore import open_store  # noqa: E402
@@ -45,19 +43,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on loopback for the whole session (it starts before the
-    thread-leak check of the first test, and stops at the end)."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,7 @@ import pytest
 
 import kvstore
 
-import s3_moto
 
-s3_endpoint, _s3_session = s3_moto.s3_endpoint, s3_moto._s3_session
-s3_client, s3_bucket = s3_moto.s3_client, s3_moto.s3_bucket
 
 MiB = 1024 * 1024
 

@@ -27,7 +27,6 @@ from test_s3 import (  # noqa: E402  (the moto server and clients of test_s3.py)
     _objects,
     bucket,
     client,
-    s3_endpoint,
     s3_session,
     second_client,
 )
@@ -36,7 +35,7 @@ from kvstore.errors import AuthorizationError, StoreError  # noqa: E402
 from kvstore.stores.s3 import S3Store  # noqa: E402
 from kvstore.testing import EventRecorder  # noqa: E402
 
-__all__ = ["bucket", "client", "s3_endpoint", "s3_session", "second_client"]  # fixtures, used by name
+__all__ = ["bucket", "client", "s3_session", "second_client"]  # fixtures, used by name
 
 
 # ---------------------------------------------------------------- an unreadable metadata object

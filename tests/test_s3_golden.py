@@ -12,9 +12,7 @@ import base64
 import hashlib
 import io
 import json
-import logging
 import re
-import socket
 import time
 import uuid
 import zlib
@@ -26,7 +24,6 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 from kvstore.stores.s3 import S3Store  # noqa: E402
 
@@ -36,19 +33,6 @@ EURO = "%E2%82%AC"  # "€" escaped
 HEX32 = re.compile(r"[0-9a-f]{32}")
 BLANKS = re.compile(rb"\n[ \t]{32}")  # the line of blanks after the JSON text
 
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import io
-import logging
-import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -16,7 +13,6 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 from kvstore.stores.s3 import S3Options, S3Store  # noqa: E402
 
@@ -29,19 +25,6 @@ def from_url(url: str, **options: Any) -> S3Store:
     parts = urlsplit(url)
     return S3Store.from_url(url, parts, dict(parse_qsl(parts.query)), **options)
 
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_every_option_from_the_url() -> None:

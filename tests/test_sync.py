@@ -21,12 +21,9 @@ from kvstore._sync import STATE_FORMAT, decode_state, encode_state
 from kvstore.errors import AuthorizationError, ChecksumError, InvalidKeyError, StoreError
 from kvstore.testing import EventRecorder
 
-import s3_moto
 from s3_moto import DataReads
 
 # moto's S3 server and clients (fixtures shared with other modules)
-s3_endpoint, _s3_session = s3_moto.s3_endpoint, s3_moto._s3_session
-s3_client, s3_bucket = s3_moto.s3_client, s3_moto.s3_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = Backoff(base=0.001, cap=0.01)

@@ -150,6 +150,10 @@ class Index:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
         conn.execute(f"PRAGMA wal_autocheckpoint={int(self.wal_safety_pages)}")
+        return self._adopt(conn)
+
+    def _adopt(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """Make ``conn`` this thread's connection, the schema ensured by the first one."""
         with self._lock:
             if not self._schema_ready:
                 ensure_schema(conn)
@@ -161,13 +165,7 @@ class Index:
         # Nothing is created or migrated. On read-only media without the -shm file SQLite
         # cannot open a WAL index at all: open it immutable then (nobody can change it).
         if self.in_memory:
-            conn = self._open("memory")
-            with self._lock:
-                if not self._schema_ready:
-                    ensure_schema(conn)
-                    self._schema_ready = True
-                self._conns[threading.get_ident()] = conn
-            return conn
+            return self._adopt(self._open("memory"))
         if not os.path.exists(self.file):
             raise StoreError(f"the store at {self.root} has no index yet: open it once writable "
                              f"(or call reindex()) to build it")
