@@ -305,6 +305,28 @@ def test_s3_history_needs_bucket_versioning(store: Any) -> None:
         store.history("k")
 
 
+def test_s3_history_from_bucket_versioning(s3_client: Any, s3_bucket: str) -> None:
+    s3_client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    with kvstore.S3Store(s3_bucket, f"h-{uuid.uuid4().hex[:8]}", client=s3_client) as store:
+        assert store.history("k") == []
+        store.set("k", (b"one", {"a": 1}))
+        store.update_metadata("k", {"b": 2})
+        store.set_data("k", b"two")
+        store.delete("k")
+        store.set_metadata("k", {"again": True})
+        store.set_metadata("other", {})
+        h = store.history("k")
+        assert [type(e).__name__ for e in h] == ["StoreSetEvent", "StoreUpdateEvent", "StoreUpdateEvent",
+                                                 "StoreDeleteEvent", "StoreSetEvent"]
+        assert [e.metadata for e in h] == [{"a": 1}, {"a": 1, "b": 2}, {"a": 1, "b": 2}, {"a": 1, "b": 2},
+                                           {"again": True}]
+        # the per-key counter: it grows with every write, a delete is one more, and it
+        # starts again after the delete (API.md)
+        assert [e.revision for e in h] == [1, 2, 3, 4, 1]
+        assert all(e.key == "k" and e.store is store and e.timestamp > 0 for e in h)
+        assert [e.revision for e in store.history("other")] == [1]
+
+
 # ------------------------------------------------------------------ S3 across clients
 
 def test_s3_conditional_commits_racing_from_two_clients(s3_endpoint: Any, s3_bucket: Any) -> None:

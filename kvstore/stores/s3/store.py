@@ -25,6 +25,7 @@ from ...base import AbstractStore, Change, ProgressReader, Value
 from ...errors import AuthorizationError, StoreError
 from ...query import Criterion
 from .errors import BadCredentials, ErrorMap, NoBucket, Unreadable, _Conflict, _Missing, missing_is_key_error
+from .history import read_history
 from .format import H_KEY, H_WRITE, DataRef, Meta, commit_headers, metadata_body
 from .naming import Naming, ObjectNames, encode_long_key
 from .options import S3Options
@@ -271,6 +272,9 @@ class S3Store(ServerSideCopies, AbstractStore):
     def _long_key(self, meta_name: str) -> str | None:
         headers = self._reads.headers(meta_name)
         return None if headers is None else self._naming.long_key_of(meta_name, headers.get(H_KEY))
+
+    def _history(self, key: str) -> list[Change]:
+        return read_history(self._client, self.bucket, self._errors, key, self._naming.names(key).metadata)
 
     def _iter_keys(self, prefix: str) -> Iterable[str]:
         naming = self._naming
