@@ -236,7 +236,7 @@ def test_a_full_disk(tmpfs, caplog):
 
 def test_small_writes_on_a_full_disk_then_readers_connect(tmpfs):
     """Fill with small values until the disk refuses; a new instance still connects and
-    reads every key it lists."""
+    reads every key it lists; deletes commit and free space."""
     fs = FileSystemStore(tmpfs / "s", create=True)
     fs.connect()
     try:
@@ -253,6 +253,15 @@ def test_small_writes_on_a_full_disk_then_readers_connect(tmpfs):
             assert len(list(other.glob("*"))) >= len(written)
         finally:
             other.disconnect()
+        # Deletes still commit on the full disk (the space reserve and the emptied
+        # write-ahead log make room), and they free space.
+        free = os.statvfs(tmpfs).f_bavail
+        for key in list(written)[:20]:
+            fs.delete(key)
+            assert not fs.exists(key)
+        assert os.statvfs(tmpfs).f_bavail > free
+        fs.set("after", (b"y" * 3000, {"ok": True}))
+        assert fs.get_metadata("after") == {"ok": True}
     finally:
         fs.disconnect()
 

@@ -246,10 +246,13 @@ class Index:
         return self._open("rw")
 
     @_sql
-    def checkpoint(self, conn: sqlite3.Connection) -> None:
+    def checkpoint(self, conn: sqlite3.Connection, mode: str = "PASSIVE") -> None:
         # PASSIVE: copy what the WAL holds into the index file without waiting for any
-        # reader or writer (the writers must never wait for a checkpoint).
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        # reader or writer (the writers must never wait for a checkpoint). TRUNCATE (on a
+        # full disk, under the exclusive lock) also empties the WAL file, giving its space back.
+        if mode not in ("PASSIVE", "TRUNCATE"):
+            raise ValueError(f"checkpoint mode {mode!r}")
+        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
     # ------------------------------------------------------------ write transactions
 

@@ -345,17 +345,20 @@ class FileSystemStore(IndexRecovery, KernelCopies, AbstractStore):
                                           self.checkpoint_every)
         except DiskFullError:
             # Deletes free space: on a full disk, let them commit: copy the write-ahead log
-            # into the index (so that the next commit reuses the log from its start) and
-            # free the space reserve.
+            # into the index and empty it (TRUNCATE: its space comes back; each commit
+            # adds more log pages than a small value's files free), with the space reserve
+            # freed.
             if not all(op.kind == "delete" for op in ops):
                 raise
-            with self._lock.exclusive:
-                try:
-                    self._index.checkpoint(self._index.conn())
-                except StoreError:
-                    pass
+            # The reserve goes first: the checkpoint itself needs room, to grow the index
+            # file by the pages it copies.
             if self._reserve.release():
                 log.warning("%s: the disk is full; the space reserve was freed for a delete", self.path)
+            with self._lock.exclusive:
+                try:
+                    self._index.checkpoint(self._index.conn(), "TRUNCATE")
+                except StoreError:
+                    pass
         changes = self._committer.commit(ops, self.origin, self.journal_keep, self.journal_trim_every,
                                          self.checkpoint_every)
         self._reserve.make()
