@@ -322,3 +322,62 @@ def test_a_directory_replaced_under_a_connected_store(tmp_path):
         assert sorted(os.listdir(root)) == [".FSStore"]
     finally:
         fs.disconnect()
+
+
+# ------------------------------------------------------------------ no write permission
+
+
+def test_read_only_without_write_permission():
+    """A user who may read a store but not write it (here: root's store, read by uid 65534
+    in a forked child that dropped its privileges after Python was loaded) opens it with
+    readonly=True and reads everything; writes raise ReadOnlyError; a writable open says
+    why it cannot."""
+    if os.geteuid() != 0:
+        _unavailable("dropping privileges needs root")
+    import multiprocessing
+    import shutil
+    import tempfile
+
+    parent = tempfile.mkdtemp(prefix="kvstore-perm-")
+    os.chmod(parent, 0o755)
+    try:
+        root = os.path.join(parent, "s")
+        with FileSystemStore(root, create=True) as fs:
+            expected = _fill(fs, n=12)
+        ctx = multiprocessing.get_context("fork")
+        results = ctx.Queue()
+
+        def child() -> None:
+            os.setgid(65534)
+            os.setuid(65534)
+            out = []
+            try:
+                FileSystemStore(root).connect()
+                out.append("writable open worked")
+            except StoreError:
+                out.append("writable refused")
+            ro = FileSystemStore(root, readonly=True)
+            with ro:
+                for key, (data, md) in expected.items():
+                    if ro.get_data(key).read() != data or ro.get_metadata(key) != md:
+                        out.append(f"bad read of {key}")
+                out.append(sorted(ro.glob("*")) == sorted(expected))
+                for write in (lambda: ro.set("k/0", (b"x", {})), lambda: ro.delete("k/0"),
+                              lambda: ro.update_metadata("k/0", {"a": 1})):
+                    try:
+                        write()
+                        out.append("a write went through")
+                    except ReadOnlyError:
+                        out.append("refused")
+            results.put(out)
+
+        proc = ctx.Process(target=child)
+        proc.start()
+        out = results.get(timeout=60)
+        proc.join(timeout=30)
+        assert proc.exitcode == 0
+        assert out == ["writable refused", True, "refused", "refused", "refused"], out
+        with FileSystemStore(root) as fs:  # nothing was written by the reader
+            _check(fs, expected)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
