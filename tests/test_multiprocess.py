@@ -29,6 +29,11 @@ if role == "writer":
         store.set(rng.choice(keys), (io.BytesIO(data), {"sha": hashlib.sha256(data).hexdigest(), "by": ident}))
         store.update_metadata("counter", {"%s-%d" % (ident, i): i})
 elif role == "reader":
+    # The writers may still be connecting: wait (with a deadline) for their first value.
+    import time
+    deadline = time.monotonic() + 60
+    while not list(store.glob("shared*")) and time.monotonic() < deadline:
+        time.sleep(0.005)
     for i in range(n):
         key = rng.choice(keys)
         try:
