@@ -28,6 +28,10 @@ class BusMixin:
         _local: Any
         _progress_gates: Dict[str, int]
 
+        def _ready(self, key: Any = ...) -> None: ...
+
+        def _history(self, key: str) -> List[Change]: ...
+
     def add_progress_floor(self, owner_id: str, min_bytes: int) -> None:
         """Say that progress listener ``owner_id`` (a bridge) ignores operations of a known size
         below ``min_bytes``.
@@ -67,6 +71,23 @@ class BusMixin:
             if signal.is_muted or not signal.has_receivers_for(self):
                 continue  # nobody listens to this store: build no event
             self._send(signal, self._event_of(change))
+
+    def history(self, key: str) -> List[StoreModificationEvent]:
+        """The key's changes, oldest first, as events (``StoreSetEvent``,
+        ``StoreUpdateEvent``, ``StoreDeleteEvent`` with ``metadata``, ``revision``,
+        ``sequence``, ``timestamp``, ``origin``), as far back as the store keeps them; ``[]``
+        for a key never written. Writes of an open transaction are not in it.
+
+        Raises
+        ------
+        NotImplementedError : the store keeps no history (S3Store without bucket versioning).
+
+        Events
+        ------
+        None (the events returned are not sent).
+        """
+        self._ready(key)
+        return [self._event_of(change) for change in self._history(key)]
 
     def _event_of(self, change: Change) -> StoreModificationEvent:
         """The event of ``change`` for this store (``remote`` when another instance made it)."""

@@ -30,7 +30,7 @@ from .streams import EventStream, SignalSource, check_filter
 from ._transfer import TransferMixin
 from ._value import DEFAULT_BUFFER_SIZE, Change, Value, ValueLike, _Transaction
 from .errors import NotConnectedError
-from .events import StoreModificationEvent, StoreTransactionEndEvent, StoreTransactionStartEvent
+from .events import StoreTransactionEndEvent, StoreTransactionStartEvent
 from .query import Criterion
 
 __all__ = ["AbstractStore", "Value", "Change", "Subscription", "ProgressReader", "DEFAULT_BUFFER_SIZE",
@@ -366,23 +366,6 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         self._ready_to_write(key)
         expected = check_if_revision(if_revision)
         self._apply(self._delete(key, expected))
-
-    def history(self, key: str) -> List[StoreModificationEvent]:
-        """The key's changes, oldest first, as events (``StoreSetEvent``,
-        ``StoreUpdateEvent``, ``StoreDeleteEvent`` with ``metadata``, ``revision``,
-        ``sequence``, ``timestamp``, ``origin``), as far back as the store keeps them; ``[]``
-        for a key never written. Writes of an open transaction are not in it.
-
-        Raises
-        ------
-        NotImplementedError : the store keeps no history (S3Store without bucket versioning).
-
-        Events
-        ------
-        None (the events returned are not sent).
-        """
-        self._ready(key)
-        return [self._event_of(change) for change in self._history(key)]
 
     def _write_stream(self, key: str, stream: Any, metadata: Optional[Dict[str, Any]],
                       buffer_size: int, message: str, if_revision: Optional[int] = None) -> None:
