@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import List
 
@@ -17,6 +16,7 @@ import pytest
 
 import kvstore
 from test_cli import _env, assert_ok, assert_one_line_error, kv
+from test_to_file import fifo_reader
 
 
 @pytest.fixture
@@ -32,17 +32,8 @@ def store_dir(tmp_path: Path) -> Path:
 
 def test_get_output_to_a_fifo_writes_through(store_dir: Path, tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    got: List[bytes] = []
-
-    def read() -> None:
-        with open(fifo, "rb") as f:
-            got.append(f.read())
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    assert_ok(kv("get", "k", "-o", str(fifo), store=store_dir))
-    reader.join(30)
+    with fifo_reader(fifo) as got:
+        assert_ok(kv("get", "k", "-o", str(fifo), store=store_dir))
     assert got == [b"new data"]
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 

@@ -3,11 +3,12 @@ symlinks written through, FIFOs written in place and never replaced."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import threading
-from typing import Any, List
+from typing import Any, Iterator, List
 
 import pytest
 
@@ -50,8 +51,10 @@ def test_symlink_is_written_through(store: Any, tmp_path: Any) -> None:
     assert sorted(os.listdir(tmp_path)) == ["link", "target"]
 
 
-def test_fifo_is_written_in_place(store: Any, tmp_path: Any) -> None:
-    fifo = tmp_path / "fifo"
+@contextlib.contextmanager
+def fifo_reader(fifo: Any, timeout: float = 30) -> Iterator[List[bytes]]:
+    """Make the FIFO ``fifo`` and read it whole in a thread; the list it yields holds what
+    was read once the block has ended (the reader is joined, with a deadline)."""
     os.mkfifo(fifo)
     got: List[bytes] = []
 
@@ -61,9 +64,17 @@ def test_fifo_is_written_in_place(store: Any, tmp_path: Any) -> None:
 
     reader = threading.Thread(target=read)
     reader.start()
-    store.to_file("k", fifo)
-    reader.join(10)
+    try:
+        yield got
+    finally:
+        reader.join(timeout)
     assert not reader.is_alive()
+
+
+def test_fifo_is_written_in_place(store: Any, tmp_path: Any) -> None:
+    fifo = tmp_path / "fifo"
+    with fifo_reader(fifo) as got:
+        store.to_file("k", fifo)
     assert got == [b"new data"]
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert os.listdir(tmp_path) == ["fifo"]
