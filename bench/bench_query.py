@@ -67,35 +67,36 @@ def bench_queries(root, n, encore_n):
     half, low = n // 2, n // 3
     start = f"n{low:06d}"[:-2]  # 100 names share it
     p_end = start[:-1] + chr(ord(start[-1]) + 1)
-    egg = "SELECT key FROM meta WHERE name='type' AND txt='egg'"
+    egg = "SELECT key FROM meta WHERE name='type' AND elem=0 AND v='egg'"
     cases = [
         ("query_keys(i=N//2)", lambda: list(store.query_keys(i=half)),
-         lambda: db.execute("SELECT key FROM meta WHERE name='i' AND num=? AND value=?", (half, str(half))).fetchall(),
+         lambda: db.execute("SELECT key FROM meta WHERE name='i' AND elem=0 AND v=?", (half,)).fetchall(),
          None, 1),
         ("query_keys(type='egg', i=N//2)", lambda: list(store.query_keys(type="egg", i=half)),
-         lambda: db.execute("SELECT m.key FROM meta m WHERE m.name='i' AND m.num=? AND EXISTS (SELECT 1 FROM meta x "
-                            "WHERE x.key=m.key AND x.name='type' AND x.elem=0 AND x.value='\"egg\"')",
+         lambda: db.execute("SELECT m.key FROM meta m WHERE m.name='i' AND m.elem=0 AND m.v=? AND EXISTS (SELECT 1 "
+                            "FROM meta x WHERE x.name='type' AND x.elem=0 AND x.v='egg' AND x.key=m.key)",
                             (half,)).fetchall(),
-         lambda: db.execute(f"{egg} INTERSECT SELECT key FROM meta WHERE name='i' AND num=?", (half,)).fetchall(), 1),
+         lambda: db.execute(f"{egg} INTERSECT SELECT key FROM meta WHERE name='i' AND elem=0 AND v=?",
+                            (half,)).fetchall(), 1),
         ("query_keys(i=N//2, type='egg')", lambda: list(store.query_keys(i=half, type="egg")), None, None, 1),
         ("query(type='egg', i=N//2)", lambda: list(store.query(type="egg", i=half)),
          lambda: db.execute("SELECT k.key, k.metadata FROM meta m JOIN keys k ON k.key=m.key WHERE m.name='i' "
-                            "AND m.num=?", (half,)).fetchall(), None, 1),
+                            "AND m.elem=0 AND m.v=?", (half,)).fetchall(), None, 1),
         ("query_keys(i=between(...)) 100", lambda: list(store.query_keys(i=between(low, low + 99))),
-         lambda: db.execute("SELECT key FROM meta WHERE name='i' AND num>=? AND num<=? ORDER BY key",
+         lambda: db.execute("SELECT key FROM meta WHERE name='i' AND elem=0 AND v>=? AND v<=? ORDER BY key",
                             (low, low + 99)).fetchall(), None, 100),
         ("query_keys(type, even, i=between) 100", lambda: list(store.query_keys(type="egg", even=True,
                                                                                   i=between(low, low + 199))),
          None,
-         lambda: db.execute(f"{egg} INTERSECT SELECT key FROM meta WHERE name='even' AND elem=0 AND value='true' "
-                            "AND num IS NULL AND txt IS NULL INTERSECT SELECT key FROM meta WHERE name='i' AND "
-                            "num>=? AND num<=?", (low, low + 199)).fetchall(), 100),
+         lambda: db.execute(f"{egg} INTERSECT SELECT key FROM meta WHERE name='even' AND elem=0 AND v=x'74727565' "
+                            "INTERSECT SELECT key FROM meta WHERE name='i' AND elem=0 AND v>=? AND v<=?",
+                            (low, low + 199)).fetchall(), 100),
         ("query_keys(name=prefix(...)) 100", lambda: list(store.query_keys(name=prefix(start))),
-         lambda: db.execute("SELECT key FROM meta WHERE name='name' AND txt>=? AND txt<? ORDER BY key",
+         lambda: db.execute("SELECT key FROM meta WHERE name='name' AND elem=0 AND v>=? AND v<? ORDER BY key",
                             (start, p_end)).fetchall(), None, 100),
         ("query_keys(tags=contains(...))", lambda: list(store.query_keys(tags=contains("t7"))),
-         lambda: db.execute("SELECT key FROM meta WHERE name='tags' AND elem=1 AND value='\"t7\"' AND num IS NULL "
-                            "AND txt IS NULL ORDER BY key").fetchall(), None, n // 1000),
+         lambda: db.execute("SELECT key FROM meta WHERE name='tags' AND elem=1 AND v=CAST('\"t7\"' AS BLOB) "
+                            "ORDER BY key").fetchall(), None, n // 1000),
     ]
     figures = {}
     for label, kv, hand, inter, count in cases:

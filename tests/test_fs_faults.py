@@ -234,6 +234,30 @@ def test_a_full_disk(tmpfs, caplog):
         fs.disconnect()
 
 
+def test_the_logs_checkpoint_debt_stays_within_the_free_space_as_the_disk_fills(tmpfs):
+    """A checkpoint grows the index file by the log's frames not yet copied: as the disk
+    fills, that debt is kept small (under half the free space while there is some), so that
+    once the disk is full the space reserve a delete frees covers a checkpoint (with a
+    background checkpoint every 256 commits the debt would reach megabytes)."""
+    fs = FileSystemStore(tmpfs / "s", create=True)
+    fs.connect()
+    try:
+        seen = []
+        with pytest.raises(DiskFullError):
+            for i in range(100_000):
+                fs.set(f"k{i}", (b"x" * 3000, {"i": i}))
+                st = os.statvfs(tmpfs)
+                seen.append((fs._index.wal_debt(), st.f_bavail * st.f_frsize))
+        assert any(free == 0 for _, free in seen), "the test did not fill the disk"
+        # a commit's own frames and files come after its check: one commit of slack
+        assert all(2 * debt <= free + 64 * 1024 for debt, free in seen if free > 64 * 1024), seen
+        # when the disk runs out, the space reserve a delete frees covers a checkpoint
+        first_full = next(i for i, (_, free) in enumerate(seen) if free <= 64 * 1024)
+        assert seen[first_full][0] <= fs.reserve_bytes // 2, seen[first_full - 3:first_full + 1]
+    finally:
+        fs.disconnect()
+
+
 def test_small_writes_on_a_full_disk_then_readers_connect(tmpfs):
     """Fill with small values until the disk refuses; a new instance still connects and
     reads every key it lists; deletes commit and free space."""

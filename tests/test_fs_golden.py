@@ -117,6 +117,7 @@ def test_journal_file_operations_of_a_transaction(root):
 # The index schema (version 6: keys.revision, issue 18; typed query rows in meta and keys.crc32,
 # issue 17) as SQLite records it for
 # a store made by the current code, and for a store of schema 4 after its migration.
+# The index of schema version 6 (typed meta rows under three partial indexes).
 SCHEMA_V6_MASTER = [
     ("table", "journal", "journal",
      "CREATE TABLE journal(\n    seq INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,\n"
@@ -134,6 +135,12 @@ SCHEMA_V6_MASTER = [
     ("table", "settings", "settings", "CREATE TABLE settings(name TEXT PRIMARY KEY, value TEXT)"),
     ("index", "sqlite_autoindex_settings_1", "settings", None),
 ]
+
+# Schema 7: the same tables, but meta one B-tree (its partial indexes gone).
+SCHEMA_V7_MASTER = sorted([row for row in SCHEMA_V6_MASTER if row[2] != "meta"] + [
+    ("table", "meta", "meta",
+     "CREATE TABLE meta(\n    name TEXT NOT NULL, elem INTEGER NOT NULL, v NOT NULL, key TEXT NOT NULL,\n"
+     "    PRIMARY KEY(name, elem, v, key)) WITHOUT ROWID")], key=lambda row: row[1])
 
 # The index schema (version 4) as SQLite recorded it for a store made by the release before.
 SCHEMA_V4_MASTER = [
@@ -175,8 +182,8 @@ def test_schema_of_a_fresh_store_is_pinned(root):
         journal_mode = db.execute("PRAGMA journal_mode").fetchone()
     finally:
         db.close()
-    assert master == SCHEMA_V6_MASTER
-    assert settings == [("indexed", "6"), ("schema", "6")]
+    assert master == SCHEMA_V7_MASTER
+    assert settings == [("indexed", "7"), ("schema", "7")]
     assert journal_mode == ("wal",)
 
 
@@ -186,22 +193,28 @@ def _write(path, payload: bytes) -> None:
         f.write(payload)
 
 
-def test_an_index_of_schema_4_opens_and_reads(root):
-    """A store as schema version 4 leaves it: upgraded on open (not rebuilt from the files)
-    by its steps, 4 -> 5 (keys.revision from the journal) and 5 -> 6 (its meta rows made again
-    from the metadata, no CRC known)."""
+def _old_index(root, files: dict[str, bytes], schema_sql: str) -> sqlite3.Connection:
+    """A store directory holding ``files``, with an index made by ``schema_sql`` (empty)."""
     os.makedirs(root / ".kvstore" / "tmp")
     kvstore.init_shared_store(str(root))
-    big = b"B" * 70_000
-    _write(str(root / "small.data"), b"tiny")
-    _write(str(root / "small.metadata"), b'{"colour": "red", "n": 1}')
-    _write(str(root / "dir" / "big.data"), big)
-    _write(str(root / "dir" / "big.metadata"), b'{"colour": "blue"}')
-    _write(str(root / "Legacy Name.data"), b"encore's")  # named by encore after the raw key
-    _write(str(root / "Legacy Name.metadata"), b"{}")
+    for name, payload in files.items():
+        _write(str(root / name), payload)
     db = _index(root)
     db.execute("PRAGMA journal_mode=WAL")
-    db.executescript(SCHEMA_V4_SQL)
+    db.executescript(schema_sql)
+    return db
+
+
+def test_an_index_of_schema_4_opens_and_reads(root):
+    """A store as schema version 4 leaves it: upgraded on open (not rebuilt from the files)
+    by its steps, 4 -> 5 (keys.revision from the journal), 5 -> 6 (no CRC known) and 6 -> 7 (its
+    meta rows made again from the metadata)."""
+    big = b"B" * 70_000
+    db = _old_index(root, {
+        "small.data": b"tiny", "small.metadata": b'{"colour": "red", "n": 1}',
+        "dir/big.data": big, "dir/big.metadata": b'{"colour": "blue"}',
+        "Legacy Name.data": b"encore's", "Legacy Name.metadata": b"{}",  # named by encore after the raw key
+    }, SCHEMA_V4_SQL)
     db.executemany("INSERT INTO settings(name, value) VALUES (?, ?)",
                    [("schema", "4"), ("indexed", "4"), ("journal_floor", "2")])
     db.executemany("INSERT INTO keys(key, metadata, created, modified, path, data) VALUES (?,?,?,?,?,?)", [
@@ -248,27 +261,21 @@ def test_an_index_of_schema_4_opens_and_reads(root):
     assert open(root / "Legacy Name.data", "rb").read() == b"new"
     assert json.loads(open(root / "small.metadata", "rb").read()) == {"colour": "red", "n": 2}
     db = _index(root)
-    assert db.execute("SELECT value FROM settings WHERE name='schema'").fetchone() == ("6",)
+    assert db.execute("SELECT value FROM settings WHERE name='schema'").fetchone() == ("7",)
     assert db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall() \
-        == SCHEMA_V6_MASTER
+        == SCHEMA_V7_MASTER
     assert db.execute("SELECT key, crc32 FROM keys ORDER BY key").fetchall() == [
         ("Legacy Name", zlib.crc32(b"new")), ("dir/big", None), ("small", None)]  # written again: known
-    assert db.execute("SELECT key, name, elem, value, num, txt FROM meta ORDER BY key, name").fetchall() == [
-        ("Legacy Name", "k", 0, "1", 1, None), ("dir/big", "colour", 0, '"blue"', None, "blue"),
-        ("small", "colour", 0, '"red"', None, "red"), ("small", "n", 0, "2", 2, None)]
+    assert db.execute("SELECT key, name, elem, v FROM meta ORDER BY key, name").fetchall() == [
+        ("Legacy Name", "k", 0, 1), ("dir/big", "colour", 0, "blue"),
+        ("small", "colour", 0, "red"), ("small", "n", 0, 2)]
     db.close()
 
 
 def test_schema_4_keys_the_journal_no_longer_knows_get_a_reserved_revision(root):
     """The step gives a key without a journal row the store's last sequence (at least 1),
     which no later change is given again."""
-    os.makedirs(root / ".kvstore" / "tmp")
-    kvstore.init_shared_store(str(root))
-    _write(str(root / "old.data"), b"old")
-    _write(str(root / "old.metadata"), b"{}")
-    db = _index(root)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.executescript(SCHEMA_V4_SQL)
+    db = _old_index(root, {"old.data": b"old", "old.metadata": b"{}"}, SCHEMA_V4_SQL)
     db.executemany("INSERT INTO settings(name, value) VALUES (?, ?)", [("schema", "4"), ("indexed", "4")])
     db.execute("INSERT INTO keys(key, metadata, created, modified, path, data) VALUES (?,?,?,?,?,?)",
                ("old", "{}", 1.0, 1.0, None, b"old"))
@@ -280,3 +287,28 @@ def test_schema_4_keys_the_journal_no_longer_knows_get_a_reserved_revision(root)
         store.set("old", (b"new", {}))
         assert store.get("other").revision == 2 and store.get("old").revision == 3
         assert [e.revision for e in store.history("old")] == [3]
+
+
+def test_an_index_of_schema_6_opens_with_its_meta_rows_made_again(root):
+    """Schema 6's typed meta rows (three partial indexes) become schema 7's one B-tree on
+    open, from the keys' metadata; the journal and the keys' rows are kept."""
+    metadata = b'{"n": 1, "s": "x", "l": [1, "y"], "b": true}'
+    db = _old_index(root, {"a.data": b"A", "a.metadata": metadata},
+                    "".join(sql + ";\n" for _, _, _, sql in SCHEMA_V6_MASTER if sql is not None))
+    db.executemany("INSERT INTO settings(name, value) VALUES (?, ?)", [("schema", "6"), ("indexed", "6")])
+    db.execute("INSERT INTO keys(key, metadata, created, modified, path, data, revision, crc32) "
+               "VALUES (?,?,?,?,?,?,?,?)",
+               ("a", '{"n": 1, "s": "x", "l": [1, "y"], "b": true}', 1.0, 1.0, None, b"A", 9, zlib.crc32(b"A")))
+    db.execute("INSERT INTO journal(seq, key, kind, metadata, origin, timestamp, files) VALUES (?,?,?,?,?,?,?)",
+               (9, "a", "set", '{"n": 1, "s": "x", "l": [1, "y"], "b": true}', "elsewhere", 1.0, None))
+    db.commit()
+    db.close()
+    with kvstore.FileSystemStore(root) as store:
+        assert list(store.query_keys(n=ge(1), s="x", l=kvstore.query.contains("y"), b=True)) == ["a"]
+        assert store.get("a").revision == 9 and store.checksum("a") is not None
+        store.set_metadata("a", {"n": 2})
+        assert list(store.query_keys(n=2)) == ["a"] and list(store.query_keys(s=exists())) == []
+    db = _index(root)
+    assert db.execute("SELECT value FROM settings WHERE name='schema'").fetchone() == ("7",)
+    assert db.execute("SELECT name, elem, v, key FROM meta").fetchall() == [("n", 0, 2, "a")]
+    db.close()

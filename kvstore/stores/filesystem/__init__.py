@@ -9,7 +9,8 @@ smaller one is kept in memory. Then, holding the store's exclusive lock (``flock
 ``.kvstore/index.sqlite`` (WAL mode; :mod:`.index`) records, together:
 
 * the index rows (``keys``: metadata per key, and the bytes of a small value;
-  ``meta``: one row per top-level name with its canonical JSON value, for indexed queries),
+  ``meta``: one row per top-level name (and list element) with its typed value, for indexed
+  queries),
 * the change journal row(s) with their sequence numbers, the last of them also listing the
   file operations that realise the change (``journal.files``): renames of temporary files,
   unlinks, and in-place writes of a small value's data file and of metadata files, whose

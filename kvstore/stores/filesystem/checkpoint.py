@@ -5,11 +5,17 @@ fsyncs, is a checkpoint, and it is this thread's work so that writers never pay 
 is asked for every ``every`` commits and runs at least ``idle`` seconds after the last
 ones; writers checkpoint by themselves only when the WAL grows past
 ``Index.wal_safety_pages`` (the thread is stuck, or gone after a fork).
+
+A checkpoint grows the index file by up to the log's frames not yet copied (its *debt*),
+which a full disk may not have room for: then no delete could commit to free space. So the
+debt is kept under half the disk's free space: asked for sooner when the disk fills up, and
+done by the writer itself once the free space is below ``sync_below`` bytes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 
@@ -34,6 +40,8 @@ class Checkpointer:
         self._idle = 1.0
         self._commits = 0  # commits made by this instance
         self._commits_asked = 0  # ... when a checkpoint was last asked for
+        self.sync_below = 1 << 20  # free bytes under which the writer checkpoints itself
+        self._free = -1  # the disk's free bytes when last looked at (-1: not yet)
 
     def start(self, idle: float) -> None:
         """Start the thread (if not running), checkpointing at least ``idle`` s after commits."""
@@ -61,12 +69,37 @@ class Checkpointer:
         """Count a commit (called under the store's exclusive lock); ask for a checkpoint
         every ``every`` commits."""
         self._commits += 1
-        if self._commits - self._commits_asked >= every:
+        if self._commits - self._commits_asked >= every or self._short_of_space():
             self._commits_asked = self._commits
             thread = self._thread
             if thread is None or not thread.is_alive():
                 self.start(self._idle)  # first commit after a fork
             self._wake.set()
+
+    def _short_of_space(self) -> bool:
+        """Whether the log's debt is past half the free space (looked at every 8th commit,
+        every commit once the disk has less than 16 ``sync_below``); checkpoints in the
+        caller when less than ``sync_below`` is free."""
+        low = 0 <= self._free < 16 * self.sync_below
+        if not low and self._commits % 8:
+            return False
+        debt = self._index.wal_debt()
+        if debt == 0:
+            return False
+        try:
+            st = os.statvfs(self._index.root)
+        except OSError:
+            return False
+        self._free = st.f_bavail * st.f_frsize
+        if 2 * debt <= self._free:
+            return False
+        if self._free < self.sync_below:
+            try:
+                self._index.checkpoint(self._index.conn())
+            except StoreError as exc:
+                log.debug("checkpoint of %s on a filling disk failed: %s", self._index.root, exc)
+            return False
+        return True
 
     def _loop(self) -> None:
         conn: sqlite3.Connection | None = None

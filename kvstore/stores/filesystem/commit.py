@@ -322,6 +322,8 @@ class Committer:
         # file operations of an earlier commit that could not be done (a full disk): the
         # next commit lists them again before its own, so they are finished later
         self._carried: list[FileOp] = []
+        # sequence of the newest journal row (None: the journal is empty), read under the lock
+        self._newest: int | None = None
 
     @contextmanager
     def exclusive(self, begin: bool = False) -> Iterator[sqlite3.Connection]:
@@ -349,6 +351,7 @@ class Committer:
         # apply them again (every operation is idempotent).
         row = self._index.pending(conn)
         self._carried = []
+        self._newest = None if row is None else row[0]
         if row is None or row[1] is None:
             self._listed = 0
             return
@@ -407,8 +410,9 @@ class Committer:
                    resolve_move(op, rows[op.move_from], self._index.contents(conn, op.move_from), self._root)
                    for op in ops]
             # Above every journal row and the journal's floor (raised to the sequence mark
-            # when a rebuild started an empty journal), so sequences never go backwards.
-            first = self._index.next_sequence(conn)
+            # when a rebuild started an empty journal), so sequences never go backwards. The
+            # floors are below the newest row whenever there is one: no query then.
+            first = self._newest + 1 if self._newest is not None else self._index.next_sequence(conn)
             plan = plan_commit(ops, rows, self._root, revisions, first)
             # The sequence mark must cover the newest sequence before it is committed.
             self._high_water.cover(first + len(plan.records) - 1)

@@ -31,7 +31,7 @@ from ...errors import DiskFullError, StoreError
 from ...query import Criterion
 from .files import ScannedKey
 from .query import all_meta_rows, meta_rows, plan, prefix_end
-from .schema import INSERT_META, SCHEMA_VERSION, assign_revisions, ensure_schema
+from .schema import DELETE_META, INSERT_META, SCHEMA_VERSION, assign_revisions, ensure_schema
 
 log = logging.getLogger("kvstore.filesystem")
 
@@ -190,6 +190,22 @@ class Index:
         return conn
 
     # ------------------------------------------------------------ damage and recovery
+
+    def wal_debt(self) -> int:
+        """Bytes of write-ahead-log frames not yet copied into the index file, from the
+        shared-memory index's header (0 when it cannot be read): at most what a checkpoint
+        grows the index file by."""
+        try:
+            with open(self.file + "-shm", "rb") as f:
+                head = f.read(100)
+        except OSError:
+            return 0
+        if len(head) < 100 or not head[12]:
+            return 0
+        page = struct.unpack("=H", head[14:16])[0]
+        frames = struct.unpack("=I", head[16:20])[0]
+        backfilled = struct.unpack("=I", head[96:100])[0]
+        return max(0, frames - backfilled) * ((65536 if page == 1 else page) + 24)
 
     def wal_lost(self) -> bool:
         """Whether the write-ahead log is missing or shorter than the shared-memory index
@@ -374,11 +390,12 @@ class Index:
     @_sql
     def query(self, criteria: dict[str, Criterion], with_metadata: bool) -> tuple[list[Any], bool]:
         """((key, metadata text) of the keys matching ``criteria``, or only the keys when not
-        ``with_metadata``; whether they are a superset to check again): see :mod:`.query`."""
+        ``with_metadata`` and they match exactly; whether they are a superset to check again
+        with the criteria, in which case the rows always have the metadata): see :mod:`.query`."""
         conn = self.conn()
         found = plan(conn, criteria, with_metadata)
         rows = conn.execute(found.sql, found.params).fetchall()
-        return (rows if with_metadata else [r[0] for r in rows]), found.recheck
+        return (rows if with_metadata or found.recheck else [r[0] for r in rows]), found.recheck
 
     # ------------------------------------------------------------ commits
 
@@ -411,7 +428,7 @@ class Index:
     def _delete_key(conn: sqlite3.Connection, r: Record) -> None:
         conn.execute("DELETE FROM keys WHERE key=?", (r.key,))
         if r.old:
-            conn.execute("DELETE FROM meta WHERE key=?", (r.key,))
+            conn.executemany(DELETE_META, all_meta_rows(r.key, r.old))
 
     @staticmethod
     def _write_key(conn: sqlite3.Connection, r: Record, now: float, seq: int) -> None:
@@ -434,11 +451,12 @@ class Index:
         if r.metadata is r.old:
             return  # the data changed, not the metadata
         # Only the names whose value changed touch the meta index: fewer pages per commit.
+        old = r.old or {}
         new = {n: canonical(v) for n, v in r.metadata.items()}
-        was = {n: canonical(v) for n, v in r.old.items()} if r.old else {}
-        gone = [(r.key, n) for n, c in was.items() if new.get(n) != c]
+        was = {n: canonical(v) for n, v in old.items()}
+        gone = [row for n, c in was.items() if new.get(n) != c for row in meta_rows(r.key, n, old[n])]
         if gone:
-            conn.executemany("DELETE FROM meta WHERE key=? AND name=?", gone)
+            conn.executemany(DELETE_META, gone)
         added = [row for n, c in new.items() if was.get(n) != c for row in meta_rows(r.key, n, r.metadata[n])]
         if added:
             conn.executemany(INSERT_META, added)

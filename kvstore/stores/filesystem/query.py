@@ -1,21 +1,21 @@
 """The index's answer to a query: the rows of the ``meta`` table, and the SQL planned from criteria.
 
-``meta`` has one row per top-level name of a key (``elem`` 0) with its canonical JSON text in
-``value``, the number in ``num`` when it is one (booleans are not numbers), the string in
-``txt`` when it is one; and one row per distinct element of a list (``elem`` 1, ``value`` the
-element's canonical text). Its primary key ``(key, name, elem, value)`` checks one key's name
-at a seek; three partial indexes find keys by name: ``meta_num (name, num)``, ``meta_txt
-(name, txt)`` and ``meta_val (name, elem, value)`` for the rest (booleans, null, lists,
-objects, list elements). Each row is in exactly one of them.
+``meta`` is one B-tree, ``PRIMARY KEY (name, elem, v, key)`` (WITHOUT ROWID): a row per
+top-level name of a key (``elem`` 0) and one per distinct element of a list (``elem`` 1). ``v``
+is typed so that SQLite's order of storage classes keeps the kinds apart (numbers < text <
+blobs): a number is stored as a number (:func:`num_column`), a string as text, anything else
+(booleans, null, lists, objects, list elements) as the bytes of its canonical JSON text. So
+a commit touches, for each name whose value changed, the one place its old row was and the
+one place its new row goes: no second B-tree per row.
 
-The plan: every criterion but ``not_`` and ``exists(False)`` can *drive* (a scan of one of
-those indexes that yields the keys it matches); every criterion can *filter* (a seek on the
-primary key for one key). The driver is the criterion that matches the fewest keys, found by
-counting each criterion's matches up to a cap that grows until one stops short of it: so
-the cost follows the most selective criterion, not the order of the keywords. The others
-filter the driver's keys. A number bound beyond 2**62 is compared in SQL by a float that may
-be inexact: such a criterion is widened to a superset in SQL and checked again in Python
-(``Plan.recheck``).
+The plan: every criterion but ``not_`` and ``exists(False)`` can *drive* (a range of the
+B-tree that yields the keys it matches); the driver is the criterion that matches the fewest
+keys, found by counting each criterion's matches up to a cap that grows until one stops short
+of it, so the cost follows the most selective criterion, not the order of the keywords.
+``eq``, ``one_of`` and ``contains`` (and their ``not_``) filter the driver's keys by a seek on
+the whole primary key; the other criteria are checked in Python on the keys' metadata
+(``Plan.recheck``), as is a number bound beyond 2**62, which SQL compares by a float that may
+be inexact.
 """
 
 from __future__ import annotations
@@ -30,17 +30,19 @@ from typing import Any
 from ..._keys import canonical
 from ...query import Criterion, between, contains, eq, exists, ge, gt, le, lt, not_, one_of, prefix
 
-# (key, name, elem, value, num, txt): one row of the meta table.
-MetaRow = tuple[str, str, int, str, Any, Any]
+# (name, elem, v, key): one row of the meta table.
+MetaRow = tuple[str, int, Any, str]
 
 EXACT = 2 ** 62  # number bounds below this compare exactly in SQL (see num_column)
 _INT64 = 2 ** 63
 _FIRST_CAP = 32  # the first count of each criterion's matches stops here
 _CAP_GROWTH = 16
+_NUMBERS_END = ""  # every number sorts before every text in SQLite ...
+_TEXTS_END = b""  # ... and every text before every blob
 
 
 def num_column(value: Any) -> Any:
-    """The ``num`` column of a number: an int SQLite holds exactly, else the nearest float.
+    """The ``v`` column of a number: an int SQLite holds exactly, else the nearest float.
 
     SQLite compares an INTEGER with a REAL exactly, so only ints beyond 64 bits (stored as a
     float, ``inf`` past the floats) can compare wrongly, and only with bounds beyond 2**62.
@@ -53,16 +55,32 @@ def num_column(value: Any) -> Any:
     return value
 
 
-def meta_rows(key: str, name: str, value: Any) -> list[MetaRow]:
-    """The meta rows of ``name`` holding ``value`` in ``key``'s metadata."""
+def v_column(value: Any) -> Any:
+    """The ``v`` column of a top-level value: a number, a str, or canonical JSON bytes."""
     kind = type(value)
     if kind is str:
-        return [(key, name, 0, canonical(value), None, value)]
+        return value
     if kind is int or kind is float:
-        return [(key, name, 0, canonical(value), num_column(value), None)]
-    rows = [(key, name, 0, canonical(value), None, None)]
-    if kind is list:
-        rows += [(key, name, 1, text, None, None) for text in {canonical(item) for item in value}]
+        return num_column(value)
+    return canonical(value).encode("utf-8")
+
+
+def _v_of_text(text: str) -> Any:
+    """The ``v`` column of the value whose canonical JSON text is ``text``."""
+    return v_column(json.loads(text))
+
+
+def _inexact(text: str) -> bool:
+    """Whether SQL may compare the value of canonical ``text`` inexactly (a huge number)."""
+    value = json.loads(text)
+    return type(value) in (int, float) and abs(value) >= EXACT
+
+
+def meta_rows(key: str, name: str, value: Any) -> list[MetaRow]:
+    """The meta rows of ``name`` holding ``value`` in ``key``'s metadata."""
+    rows: list[MetaRow] = [(name, 0, v_column(value), key)]
+    if type(value) is list:
+        rows += [(name, 1, text.encode("utf-8"), key) for text in {canonical(item) for item in value}]
     return rows
 
 
@@ -92,14 +110,15 @@ Sql = tuple[str, list[Any]]  # a fragment and its parameters
 
 @dataclass
 class _Bounds:
-    """A range on ``num`` or ``txt``: (operator, bound) pairs; ``exact`` False when widened."""
+    """A range of ``v`` among the numbers or the strings: (operator, bound) pairs;
+    ``exact`` False when widened."""
 
-    column: str
+    numbers: bool
     terms: list[tuple[str, Any]] = field(default_factory=list)
     exact: bool = True
 
     def add(self, op: str, bound: Any) -> None:
-        if self.column == "num" and isinstance(bound, (int, float)) and abs(bound) >= EXACT:
+        if self.numbers and isinstance(bound, (int, float)) and abs(bound) >= EXACT:
             # Compare with a float one step beyond: a superset, checked again in Python.
             low = op.startswith(">")
             bound = math.nextafter(float(bound), -math.inf if low else math.inf)
@@ -107,9 +126,15 @@ class _Bounds:
             self.exact = False
         self.terms.append((op, bound))
 
-    def sql(self, alias: str) -> Sql:
-        where = " AND ".join(f"{alias}{self.column} {op} ?" for op, _ in self.terms)
-        return where, [b for _, b in self.terms]
+    def sql(self) -> Sql:
+        # A side without a bound is closed at the edge of the kind (numbers, then strings):
+        # the range never reaches the rows of another kind.
+        terms = list(self.terms)
+        if not any(op.startswith("<") for op, _ in terms):
+            terms.append(("<", _NUMBERS_END if self.numbers else _TEXTS_END))
+        if not self.numbers and not any(op.startswith(">") for op, _ in terms):
+            terms.append((">=", ""))
+        return " AND ".join(f"v {op} ?" for op, _ in terms), [b for _, b in terms]
 
 
 _OPS = {gt: ">", ge: ">=", lt: "<", le: "<="}
@@ -119,18 +144,18 @@ def _bounds(c: Criterion) -> _Bounds | None:
     """The range of an ordering criterion or ``prefix``, else None."""
     kind = type(c)
     if kind in _OPS:
-        b = _Bounds("num" if c._bound_kind == "number" else "txt")  # type: ignore[attr-defined]
+        b = _Bounds(c._bound_kind == "number")  # type: ignore[attr-defined]
         b.add(_OPS[kind], c.bound)  # type: ignore[attr-defined]
         return b
     if kind is between:
         assert isinstance(c, between)
-        b = _Bounds("num" if c._bound_kind == "number" else "txt")
+        b = _Bounds(c._bound_kind == "number")
         b.add(">=", c.low)
         b.add("<=", c.high)
         return b
     if kind is prefix:
         assert isinstance(c, prefix)
-        b = _Bounds("txt")
+        b = _Bounds(False)
         b.add(">=", c.start)
         if c.start:
             b.add("<", prefix_end(c.start))
@@ -138,70 +163,67 @@ def _bounds(c: Criterion) -> _Bounds | None:
     return None
 
 
-def _eq_drive(name: str, text: str) -> Sql:
-    """The keys whose ``name`` is JSON-equal to the value of canonical ``text``."""
-    value = json.loads(text)
-    if type(value) is str:
-        return "SELECT key FROM meta WHERE name=? AND txt=?", [name, value]
-    if type(value) in (int, float):
-        return "SELECT key FROM meta WHERE name=? AND num=? AND value=?", [name, num_column(value), text]
-    return ("SELECT key FROM meta WHERE name=? AND elem=0 AND value=? AND num IS NULL AND txt IS NULL",
-            [name, text])
+_SCAN = "SELECT key FROM meta WHERE name=? AND elem="
 
 
-def drive(name: str, c: Criterion) -> list[Sql] | None:
-    """The index scans whose union is the keys ``c`` matches (a superset when inexact), or
-    None when ``c`` cannot drive (``not_``, ``exists(False)``)."""
+def _values(c: Criterion) -> tuple[int, list[str]] | None:
+    """(elem, canonical texts) of the rows an ``eq``, ``one_of`` or ``contains`` matches,
+    else None."""
     kind = type(c)
     if kind is eq:
-        return [_eq_drive(name, c.text or "")]
+        return 0, [c.text or ""]  # type: ignore[attr-defined]
     if kind is one_of:
-        assert isinstance(c, one_of)
-        return [_eq_drive(name, text) for text in sorted(c._set)] or [("SELECT key FROM meta WHERE 0", [])]
+        return 0, sorted(c._set)  # type: ignore[attr-defined]
     if kind is contains:
-        assert isinstance(c, contains)
-        return [("SELECT key FROM meta WHERE name=? AND elem=1 AND value=? AND num IS NULL AND txt IS NULL",
-                 [name, c.element_text])]
-    if kind is exists:
+        return 1, [c.element_text]  # type: ignore[attr-defined]
+    return None
+
+
+def _v_params(elem: int, texts: list[str]) -> list[Any]:
+    return [_v_of_text(t) if elem == 0 else t.encode("utf-8") for t in texts]
+
+
+def drive(name: str, c: Criterion) -> tuple[Sql, bool] | None:
+    """(the range of the B-tree whose keys are those ``c`` matches, whether exactly so or a
+    superset), or None when ``c`` cannot drive (``not_``, ``exists(False)``)."""
+    found = _values(c)
+    if found is not None:
+        elem, texts = found
+        if not texts:
+            return ("SELECT key FROM meta WHERE 0", []), True
+        exact = not any(_inexact(t) for t in texts)
+        if len(texts) == 1:
+            return (_SCAN + f"{elem} AND v=?", [name, *_v_params(elem, texts)]), exact
+        marks = ",".join("?" * len(texts))
+        return (_SCAN + f"{elem} AND v IN ({marks})", [name, *_v_params(elem, texts)]), exact
+    if type(c) is exists:
         if not c.present:  # type: ignore[attr-defined]
             return None
-        return [("SELECT key FROM meta WHERE name=? AND num IS NOT NULL", [name]),
-                ("SELECT key FROM meta WHERE name=? AND txt IS NOT NULL", [name]),
-                ("SELECT key FROM meta WHERE name=? AND elem=0 AND num IS NULL AND txt IS NULL", [name])]
+        return (_SCAN + "0", [name]), True
     bounds = _bounds(c)
     if bounds is None:
         return None
-    where, params = bounds.sql("")
-    return [(f"SELECT key FROM meta WHERE name=? AND {where}", [name, *params])]
+    where, params = bounds.sql()
+    return (_SCAN + f"0 AND {where}", [name, *params]), bounds.exact
 
 
-def check(name: str, c: Criterion, key: str) -> tuple[Sql | None, bool]:
-    """(an SQL condition true exactly when ``c`` holds for the key whose SQL expression is
-    ``key``, or None when SQL cannot tell exactly; whether it is a superset to check again)."""
-    kind = type(c)
-    seek = f"EXISTS (SELECT 1 FROM meta x WHERE x.key={key} AND x.name=? AND x.elem="
-    if kind is eq:
-        return (seek + "0 AND x.value=?)", [name, c.text]), False
-    if kind is one_of:
-        assert isinstance(c, one_of)
-        if not c._set:
-            return ("0", []), False
-        marks = ",".join("?" * len(c._set))
-        return (seek + f"0 AND x.value IN ({marks}))", [name, *sorted(c._set)]), False
-    if kind is contains:
-        return (seek + "1 AND x.value=?)", [name, c.element_text]), False  # type: ignore[attr-defined]
-    if kind is exists:
-        sql = seek + "0)"
-        return (sql if c.present else "NOT " + sql, [name]), False  # type: ignore[attr-defined]
-    if kind is not_:
-        inner, loose = check(name, c.criterion, key)  # type: ignore[attr-defined]
-        if inner is None or loose:
-            return None, True
-        return ("NOT " + inner[0], inner[1]), False
-    bounds = _bounds(c)
-    assert bounds is not None, c
-    where, params = bounds.sql("x.")
-    return (seek + f"0 AND {where})", [name, *params]), not bounds.exact
+def check(name: str, c: Criterion, key: str) -> Sql | None:
+    """An SQL condition true exactly when ``c`` holds for the key whose SQL expression is
+    ``key`` (a seek on the primary key), or None when Python is to check ``c``."""
+    negate = type(c) is not_
+    inner = c.criterion if negate else c  # type: ignore[attr-defined]
+    found = _values(inner)
+    if found is None:
+        return None
+    elem, texts = found
+    if any(_inexact(t) for t in texts):
+        return None
+    if not texts:
+        return ("1" if negate else "0"), []
+    marks = ",".join("?" * len(texts))
+    sql = (f"EXISTS (SELECT 1 FROM meta x WHERE x.name=? AND x.elem={elem} AND x.v IN ({marks}) "
+           f"AND x.key={key})")
+    return ("NOT " + sql if negate else sql), [name, *_v_params(elem, texts)]
 
 
 # ------------------------------------------------------------------ the plan
@@ -215,10 +237,6 @@ class Plan:
     sql: str
     params: list[Any]
     recheck: bool
-
-
-def _union(parts: list[Sql]) -> Sql:
-    return " UNION ALL ".join(p[0] for p in parts), [x for p in parts for x in p[1]]
 
 
 def _counts(conn: sqlite3.Connection, drives: list[Sql], cap: int) -> list[int]:
@@ -240,7 +258,7 @@ def choose(conn: sqlite3.Connection, drives: list[Sql]) -> int:
         cap *= _CAP_GROWTH
 
 
-def _parts(criteria: dict[str, Criterion]) -> Iterator[tuple[str, Criterion, list[Sql] | None]]:
+def _parts(criteria: dict[str, Criterion]) -> Iterator[tuple[str, Criterion, tuple[Sql, bool] | None]]:
     for name, c in criteria.items():
         yield name, c, drive(name, c)
 
@@ -251,21 +269,23 @@ def plan(conn: sqlite3.Connection, criteria: dict[str, Criterion], with_metadata
     drivers = [i for i, (_, _, d) in enumerate(parts) if d is not None]
     source: Sql = ("SELECT key FROM keys", [])
     chosen = -1
+    recheck = False
     if drivers:
-        chosen = drivers[choose(conn, [_union(parts[i][2] or []) for i in drivers])]
-        source = _union(parts[chosen][2] or [])
+        chosen = drivers[choose(conn, [parts[i][2][0] for i in drivers])]  # type: ignore[index]
+        source, exact = parts[chosen][2]  # type: ignore[misc]
+        recheck = not exact
     wheres: list[str] = []
     params = list(source[1])
-    recheck = False
     for i, (name, c, _) in enumerate(parts):
-        condition, loose = check(name, c, "d.key")
-        recheck = recheck or loose
         if i == chosen:
-            continue  # the driver's own scan already holds it (a superset when loose)
-        if condition is not None:
+            continue  # the driver's own range already holds it (a superset when inexact)
+        condition = check(name, c, "d.key")
+        if condition is None:
+            recheck = True
+        else:
             wheres.append(condition[0])
             params += condition[1]
-    if with_metadata:
+    if with_metadata or recheck:
         sql = f"SELECT k.key, k.metadata FROM ({source[0]}) d CROSS JOIN keys k ON k.key=d.key"
     else:
         sql = f"SELECT d.key FROM ({source[0]}) d"

@@ -11,34 +11,33 @@ from collections.abc import Callable
 
 from .query import all_meta_rows
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "STEPS", "INSERT_META", "ensure_schema", "assign_revisions"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "STEPS", "INSERT_META", "DELETE_META", "ensure_schema", "assign_revisions"]
 
 log = logging.getLogger("kvstore.filesystem")
 
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 # keys.path is NULL for a key stored under its canonical file name, else the name another
 # tool (encore) gave its files. keys.data holds a copy of a small value (NULL for a bigger
 # one): get() serves it from there, and it is what a commit's in-place file writes are
 # redone from. keys.revision is the journal sequence of the key's last change (schema 5,
 # see step_revisions). keys.crc32 is the CRC-32 of the data (NULL when not known: written by
-# an older schema or by encore, and found by reindex as a big value; schema 6).
+# an older schema or by encore, and found by reindex as a big value; schema 6). meta is the
+# query index, one B-tree (see .query; schema 7).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS keys(
     key TEXT PRIMARY KEY, metadata TEXT NOT NULL, created REAL, modified REAL,
     path TEXT, data BLOB, revision INTEGER, crc32 INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(
-    key TEXT NOT NULL, name TEXT NOT NULL, elem INTEGER NOT NULL, value TEXT NOT NULL, num, txt TEXT,
-    PRIMARY KEY(key, name, elem, value)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS meta_num ON meta(name, num) WHERE num IS NOT NULL;
-CREATE INDEX IF NOT EXISTS meta_txt ON meta(name, txt) WHERE txt IS NOT NULL;
-CREATE INDEX IF NOT EXISTS meta_val ON meta(name, elem, value) WHERE num IS NULL AND txt IS NULL;
+    name TEXT NOT NULL, elem INTEGER NOT NULL, v NOT NULL, key TEXT NOT NULL,
+    PRIMARY KEY(name, elem, v, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal(
     seq INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,
     metadata TEXT NOT NULL, origin TEXT NOT NULL, timestamp REAL NOT NULL, files TEXT);
 """
 
-INSERT_META = "INSERT INTO meta(key, name, elem, value, num, txt) VALUES (?,?,?,?,?,?)"
+INSERT_META = "INSERT INTO meta(name, elem, v, key) VALUES (?,?,?,?)"
+DELETE_META = "DELETE FROM meta WHERE name=? AND elem=? AND v=? AND key=?"
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -88,18 +87,20 @@ def step_revisions(conn: sqlite3.Connection) -> None:
 
 
 def _step_5_to_6(conn: sqlite3.Connection) -> None:
-    """Schema 5 to 6 (typed query index, issue 17): ``keys`` gains ``crc32`` (NULL for the
-    rows there: not known until the data is written again); ``meta`` becomes the typed rows
-    of :mod:`.query`, made again from each key's metadata (the files are not read)."""
+    """Schema 5 to 6 (issue 17): ``keys`` gains ``crc32`` (NULL for the rows there: not known
+    until the data is written again). The typed query index of schema 6 is made again by the
+    next step."""
     conn.execute("ALTER TABLE keys ADD COLUMN crc32 INTEGER")
+
+
+def _step_6_to_7(conn: sqlite3.Connection) -> None:
+    """Schema 6 to 7: ``meta`` becomes one B-tree (schema 6 had three partial indexes beside
+    its primary key: three more pages per commit), made again from each key's metadata (the
+    files are not read)."""
     conn.execute("DROP TABLE meta")
     conn.execute("CREATE TABLE meta(\n"
-                 "    key TEXT NOT NULL, name TEXT NOT NULL, elem INTEGER NOT NULL, value TEXT NOT NULL, "
-                 "num, txt TEXT,\n"
-                 "    PRIMARY KEY(key, name, elem, value)) WITHOUT ROWID")
-    conn.execute("CREATE INDEX meta_num ON meta(name, num) WHERE num IS NOT NULL")
-    conn.execute("CREATE INDEX meta_txt ON meta(name, txt) WHERE txt IS NOT NULL")
-    conn.execute("CREATE INDEX meta_val ON meta(name, elem, value) WHERE num IS NULL AND txt IS NULL")
+                 "    name TEXT NOT NULL, elem INTEGER NOT NULL, v NOT NULL, key TEXT NOT NULL,\n"
+                 "    PRIMARY KEY(name, elem, v, key)) WITHOUT ROWID")
     for key, text in conn.execute("SELECT key, metadata FROM keys").fetchall():
         conn.executemany(INSERT_META, all_meta_rows(key, json.loads(text)))
 
@@ -109,6 +110,7 @@ def _step_5_to_6(conn: sqlite3.Connection) -> None:
 STEPS: dict[str, tuple[Callable[[sqlite3.Connection], None], str]] = {
     "4": (step_revisions, "5"),
     "5": (_step_5_to_6, "6"),
+    "6": (_step_6_to_7, "7"),
 }
 
 

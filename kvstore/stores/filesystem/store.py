@@ -412,9 +412,10 @@ class FileSystemStore(IndexRecovery, KernelCopies, AbstractStore):
     def _query_keys(self, criteria: dict[str, Criterion]) -> Iterable[str]:
         if self._tx_state() is None:
             with self._lock.shared:
-                keys, recheck = self._index.query(criteria, False)
+                rows, recheck = self._index.query(criteria, False)
             if not recheck:
-                return keys
+                return rows
+            return [key for key, text in rows if matches(json.loads(text), criteria)]
         return [k for k, _ in self._query(criteria)]
 
     # ------------------------------------------------------------ stat
