@@ -114,6 +114,37 @@ def test_journal_file_operations_of_a_transaction(root):
     assert sorted(os.listdir(root)) == [".FSStore", ".kvstore", "y.data", "y.metadata", "z.data", "z.metadata"]
 
 
+def test_a_commit_of_many_file_operations_records_them_done(root, monkeypatch):
+    """A commit listing 32 file operations or more clears its list once they are done, so
+    that the next instance's connect and commit do not redo them all."""
+    from kvstore.stores.filesystem import files
+    with kvstore.FileSystemStore(root, create=True) as store:
+        with store.transaction("t"):
+            for i in range(16):
+                store.set(f"k{i}", (b"v", {"i": i}))  # 32 in-place writes
+        db = _index(root)
+        assert db.execute("SELECT count(*) FROM journal WHERE files IS NOT NULL").fetchone() == (0,)
+        db.close()
+        with store.transaction("t"):
+            for i in range(15):
+                store.set(f"k{i}", (b"w", {"i": i}))  # 30: still listed
+        assert len(_last_row(root)[1]) == 30
+
+    def no_writes(*args, **kwargs):
+        raise AssertionError("file operations done again")
+
+    store = kvstore.FileSystemStore(root)
+    store.connect()  # redoes the 30 of the last commit (its writer may have died)
+    store.set("k0", (b"x", {}))
+    with store.transaction("t"):
+        for i in range(16):
+            store.set(f"k{i}", (b"y", {"j": i}))
+    store.disconnect()
+    monkeypatch.setattr(files, "put_file", no_writes)
+    with kvstore.FileSystemStore(root) as again:
+        assert again.get_data("k15").read() == b"y" and again.get_metadata("k3") == {"j": 3}
+
+
 # The index schema (version 6: keys.revision, issue 18; typed query rows in meta and keys.crc32,
 # issue 17) as SQLite records it for
 # a store made by the current code, and for a store of schema 4 after its migration.

@@ -8,8 +8,9 @@ ones; writers checkpoint by themselves only when the WAL grows past
 
 A checkpoint grows the index file by up to the log's frames not yet copied (its *debt*),
 which a full disk may not have room for: then no delete could commit to free space. So the
-debt is kept under half the disk's free space: asked for sooner when the disk fills up, and
-done by the writer itself once the free space is below ``sync_below`` bytes.
+debt, bounded by the log file's size, is kept under half the disk's free space: asked for
+sooner when the disk fills up, and done by the writer itself once the free space is below
+``sync_below`` bytes.
 """
 
 from __future__ import annotations
@@ -77,13 +78,13 @@ class Checkpointer:
             self._wake.set()
 
     def _short_of_space(self) -> bool:
-        """Whether the log's debt is past half the free space (looked at every 8th commit,
+        """Whether the log's debt (at most its size) is past half the free space (looked at every 8th commit,
         every commit once the disk has less than 16 ``sync_below``); checkpoints in the
         caller when less than ``sync_below`` is free."""
         low = 0 <= self._free < 16 * self.sync_below
         if not low and self._commits % 8:
             return False
-        debt = self._index.wal_debt()
+        debt = self._index.wal_size()
         if debt == 0:
             return False
         try:

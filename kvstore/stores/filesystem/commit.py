@@ -296,6 +296,10 @@ def _rename(op: Rename) -> None:
 
 # ------------------------------------------------------------------ the sequence
 
+# A commit listing at least this many file operations records, once they are done, that
+# they are (see Committer._mark_done); a smaller one leaves them to be redone, cheaply.
+MARK_DONE_AT = 32
+
 
 class Committer:
     """Commits of one store instance, and the replay of another's unfinished one.
@@ -370,6 +374,25 @@ class Committer:
                 self._carried = ops
                 return
             self._applied = row[0]
+            if len(ops) >= MARK_DONE_AT and not conn.in_transaction:  # not within a commit
+                self._mark_done(conn)
+
+    def _mark_done(self, conn: sqlite3.Connection) -> None:
+        # A commit of many file operations (a transaction, a reindex's worth) records that
+        # they are done, in a small transaction of its own: else every instance's next
+        # connect or commit would do them all again, not knowing whether its writer died.
+        try:
+            self._index.begin(conn)
+            try:
+                self._index.files_done(conn, self._listed)
+                self._index.commit(conn)
+            except BaseException:
+                self._index.rollback(conn)
+                raise
+        except (StoreError, sqlite3.Error) as exc:
+            log.debug("cannot record the file operations of change %s as done: %s", self._listed, exc)
+            return
+        self._listed = 0
 
     def check_root(self) -> None:
         """StoreError unless the store's directory is still the one connected to (removed,
@@ -444,6 +467,8 @@ class Committer:
                           "commit finishes them", self._listed, self._root, exc)
             else:
                 self._applied = self._listed
+                if len(todo) >= MARK_DONE_AT:
+                    self._mark_done(conn)
             self._carried = []
         return [Change(r.kind, r.key, r.metadata, seq, now, r.text, revision=seq)
                 for r, seq in zip(plan.records, sequences, strict=True)]

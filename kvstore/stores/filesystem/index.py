@@ -21,6 +21,7 @@ import struct
 import threading
 import time
 import urllib.parse
+import weakref
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -89,6 +90,28 @@ def _sql(func: F) -> F:
     return cast(F, wrapper)
 
 
+class _Connection(sqlite3.Connection):
+    """A connection to an index file (``index_file``), known while open: see :func:`_any_open`."""
+
+    index_file = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _LIVE.add(self)
+
+    def close(self) -> None:
+        _LIVE.discard(self)
+        super().close()
+
+
+_LIVE: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+
+def _any_open(file: str) -> bool:
+    """Whether this process has a connection open on the index ``file``."""
+    return any(conn.index_file == file for conn in list(_LIVE))
+
+
 class Index:
     """The index of the store at ``root`` whose own files are in ``internal_dir``."""
 
@@ -123,8 +146,10 @@ class Index:
         return "file:" + urllib.parse.quote(self.file) + "?mode=" + mode
 
     def _open(self, mode: str) -> sqlite3.Connection:
-        return sqlite3.connect(self.uri(mode), uri=True, timeout=60, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(self.uri(mode), uri=True, timeout=60, isolation_level=None,
+                               check_same_thread=False, factory=_Connection)
+        conn.index_file = self.file
+        return conn
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (made on first use)."""
@@ -191,26 +216,27 @@ class Index:
 
     # ------------------------------------------------------------ damage and recovery
 
-    def wal_debt(self) -> int:
-        """Bytes of write-ahead-log frames not yet copied into the index file, from the
-        shared-memory index's header (0 when it cannot be read): at most what a checkpoint
-        grows the index file by."""
+    def wal_size(self) -> int:
+        """The size of the write-ahead log file (0 when there is none): at least its frames
+        not yet copied into the index file, which is what a checkpoint grows that file by.
+        (Only stat: opening and closing the -wal or -shm file would drop this process's
+        SQLite locks on it; see :func:`_any_open`.)"""
         try:
-            with open(self.file + "-shm", "rb") as f:
-                head = f.read(100)
+            return os.stat(self.file + "-wal").st_size
         except OSError:
             return 0
-        if len(head) < 100 or not head[12]:
-            return 0
-        page = struct.unpack("=H", head[14:16])[0]
-        frames = struct.unpack("=I", head[16:20])[0]
-        backfilled = struct.unpack("=I", head[96:100])[0]
-        return max(0, frames - backfilled) * ((65536 if page == 1 else page) + 24)
 
     def wal_lost(self) -> bool:
         """Whether the write-ahead log is missing or shorter than the shared-memory index
         (``-shm``, left by a process that did not close) says, with frames not yet copied
-        into the index file: then the index is older than the files."""
+        into the index file: then the index is older than the files.
+
+        False, unchecked, while a connection of this process is open on the index: closing the
+        file read here would release that connection's locks on it (POSIX locks belong to the
+        process and go with any of its descriptors of the file), and another process could
+        then reset the shared memory under it (a SIGBUS there)."""
+        if _any_open(self.file):
+            return False
         try:
             with open(self.file + "-shm", "rb") as f:
                 head = f.read(100)
@@ -407,7 +433,7 @@ class Index:
         revisions. ``listed`` is the journal row whose file operations are now done (0: none)."""
         try:
             if listed:
-                conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (listed,))
+                self.files_done(conn, listed)
             last = len(records) - 1
             sequences = []
             for i, r in enumerate(records):
@@ -423,6 +449,11 @@ class Index:
             return sequences
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
+
+    @staticmethod
+    def files_done(conn: sqlite3.Connection, seq: int) -> None:
+        """Record that the file operations listed by journal row ``seq`` are all done."""
+        conn.execute("UPDATE journal SET files=NULL WHERE seq=?", (seq,))
 
     @staticmethod
     def _delete_key(conn: sqlite3.Connection, r: Record) -> None:
