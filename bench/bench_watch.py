@@ -8,6 +8,7 @@ Measures, in one run and on the same machine:
 * **burst**: another process commits N changes back to back; the latency of each, both ways;
 * **throughput**: a journal backlog of M changes delivered by a fresh watcher and yielded by
   a fresh stream (both ``since=``), in events per second;
+* **paired**: the single changes heard at once by a watcher and a stream (the same commits);
 * **raw inotify** (the floor both sit on): another process writes a plain file; latency
   until a watchdog handler in this process sees it closed.
 
@@ -144,6 +145,39 @@ def kvstore_latencies(kind: str, n: int, via: str = "watcher") -> Tuple[List[flo
         return lat, elapsed, cpu
 
 
+def paired_latencies(n: int) -> List[Tuple[float, float]]:
+    """(watcher, stream) latencies (s) of each of ``n`` single changes from a child process,
+    heard at once by a watcher and by a stream, each on its own store instance: the same
+    commits at the same moments, so the noise of the machine is the same for both."""
+    with tempfile.TemporaryDirectory() as tmp, kvstore.FileSystemStore(tmp, create=True) as a, \
+            kvstore.FileSystemStore(tmp) as b:
+        heard: Dict[str, Dict[int, float]] = {"watcher": {}, "stream": {}}
+        watcher_arrivals, stream_arrivals = Arrivals(), Arrivals()
+
+        def receiver(sender: Any, event: Any = None) -> None:
+            heard["watcher"][event.sequence] = time.time() - event.timestamp
+            watcher_arrivals.add(event)
+
+        def consume(stream: Any) -> None:
+            for event in stream:
+                heard["stream"][event.sequence] = time.time() - event.timestamp
+                stream_arrivals.add(event)
+
+        with signals.store_set.connected_to(receiver, sender=a), FileSystemWatcher(a), \
+                b.events() as stream:
+            reader = threading.Thread(target=consume, args=(stream,))
+            reader.start()
+            try:
+                proc = spawn("singles", tmp, n)
+                watcher_arrivals.wait_for(n, timeout=60 + n * 0.05)
+                stream_arrivals.wait_for(n, timeout=60)
+                finish(proc, 30)
+            finally:
+                stream.close()
+                reader.join()
+        return [(heard["watcher"][seq], heard["stream"][seq]) for seq in sorted(heard["watcher"])]
+
+
 def make_backlog(path: str, m: int) -> int:
     """A store at ``path`` whose journal holds ``m`` changes after the returned sequence."""
     with kvstore.FileSystemStore(path, create=True) as store:
@@ -249,6 +283,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} (tails grow with it); {args.rounds} interleaved rounds")
     lat: Dict[str, List[float]] = {name: [] for name in ("raw", "single", "stream", "burst", "stream burst")}
     rates: Dict[str, List[float]] = {"watcher": [], "stream": []}
+    paired: List[Tuple[float, float]] = []
     burst_elapsed = burst_cpu = 0.0
     with tempfile.TemporaryDirectory() as backlog_dir:
         since = make_backlog(backlog_dir, args.backlog)
@@ -258,6 +293,7 @@ def main() -> None:
             # of a shared machine; the figures are pooled over the rounds.
             vias = ("watcher", "stream") if r % 2 == 0 else ("stream", "watcher")
             lat["raw"] += inotify_latencies(args.files)
+            paired += paired_latencies(args.singles)
             for via in vias:
                 lat["single" if via == "watcher" else "stream"] += kvstore_latencies("singles", args.singles, via)[0]
             for via in vias:
@@ -283,6 +319,10 @@ def main() -> None:
     rate, stream_rate = statistics.median(rates["watcher"]), statistics.median(rates["stream"])
     rate_ratios = [b / a for a, b in zip(rates["watcher"], rates["stream"], strict=True)]
     rate_ratio = statistics.median(rate_ratios)
+    later = [st - w for w, st in paired]
+    print(f"  both listening to the same {len(paired)} single changes at once: stream minus watcher "
+          f"median {statistics.median(later) * 1000:+.3f} ms, the stream later for "
+          f"{sum(x > 0 for x in later) / len(later):.0%} of them")
     print(f"throughput from a backlog of {args.backlog:,} (since=), median of the rounds: "
           f"watcher {rate:,.0f} events/s, stream {stream_rate:,.0f} events/s")
     print("ratios to raw inotify (p50 / p99):")
