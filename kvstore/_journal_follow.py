@@ -27,10 +27,12 @@ from .errors import JournalGapError, StoreError
 __all__ = ["JournalFollower", "load_observer", "INSTALL_HINT"]
 
 INSTALL_HINT = install_hint("watch")
-# After a wake-up that found no new row, look again after these delays (seconds): SQLite
-# writes the log (which inotify reports) a moment before it publishes the commit in its
-# shared-memory index (which inotify does not see).
-_RECHECK_DELAYS = (0.001, 0.003, 0.01, 0.03)
+# After a wake-up that found no new row, look again after each of these delays (seconds),
+# then every poll_interval: SQLite writes the log (which inotify reports) a moment before it
+# publishes the commit in its shared-memory index (which inotify does not see), and a writer
+# descheduled in between (a loaded machine) publishes it milliseconds later. Doubling delays
+# see such a commit at most about twice as late as it was published, for a few reads.
+_RECHECK_DELAYS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 # watchdog events that do not mean anything was written.
 _IGNORED_EVENT_TYPES = frozenset({"opened", "closed_no_write"})
 
@@ -191,11 +193,15 @@ class JournalFollower:
                 return None
 
     def _pace(self, found: bool, woke: bool) -> None:
+        """Set how long the next wait lasts (without a wake-up) after a read."""
         if found:
             self._timeout, self._rechecks = 0.0, 0  # there may be more: read on at once
-        elif woke and self._rechecks < len(_RECHECK_DELAYS):
-            self._timeout = _RECHECK_DELAYS[self._rechecks]
-            self._rechecks += 1
+        elif woke or 0 < self._rechecks < len(_RECHECK_DELAYS):
+            # A wake-up that found nothing (re)starts the rechecks, each empty recheck goes
+            # on to the next delay: not only a further wake-up, which may never come.
+            step = 0 if woke else self._rechecks
+            self._timeout = min(_RECHECK_DELAYS[step], self.poll_interval)
+            self._rechecks = step + 1
         else:
             self._timeout, self._rechecks = self.poll_interval, 0
 

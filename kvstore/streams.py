@@ -20,6 +20,7 @@ import collections
 import concurrent.futures
 import fnmatch
 import logging
+import re
 import threading
 import time
 from typing import Any, Deque, List, Optional, Sequence
@@ -28,7 +29,7 @@ from . import signals
 from ._subscription import check_filter
 from ._journal_follow import JournalFollower, load_observer
 from .errors import EventsOverflowError, JournalGapError
-from .events import MODIFICATION_CLASSES, StoreEvent
+from .events import MODIFICATION_CLASSES, StoreEvent, StoreKeyEvent
 
 __all__ = ["EventStream", "SignalSource", "JournalSource", "check_filter"]
 
@@ -116,7 +117,11 @@ class JournalSource:
         self.pattern = pattern
         self.kinds = frozenset(kinds)
         self._closed = threading.Event()
-        self._pending: Deque[Any] = collections.deque()
+        # The events of the batch read last, built at once, not yet taken; then the
+        # sequence of that batch's last row (the position once they are all taken).
+        self._pending: Deque[StoreKeyEvent] = collections.deque()
+        self._batch_end: Optional[int] = None
+        self._match = None if pattern == "*" else re.compile(fnmatch.translate(pattern)).match
         observer = load_observer(required=False)
         self._follower = JournalFollower(
             store, since, observer_class=observer, batch_size=self.batch_size,
@@ -136,36 +141,45 @@ class JournalSource:
 
     def take(self, deadline: Optional[float]) -> Any:
         """The next matching event, None at ``deadline``, or _END (closed / store disconnected)."""
+        follower = self._follower
         while True:
-            while self._pending:
-                entry = self._pending.popleft()
-                self._follower.position = entry.sequence
-                event = self._event(entry)
-                if event is not None:
-                    return event
+            if self._pending:
+                event = self._pending.popleft()
+                follower.position = event.sequence
+                return event
+            if self._batch_end is not None:
+                # Past the rows of the batch that did not match, before reading on.
+                follower.position, self._batch_end = self._batch_end, None
             if self._should_stop():
                 return _END
             try:
-                batch = self._follower.next_batch(deadline)
+                batch = follower.next_batch(deadline)
             except Exception:
                 if self._should_stop():
                     return _END  # disconnected (or closed) under the read
                 raise
             if not batch:
                 return _END if self._should_stop() else None
-            self._pending.extend(batch)
+            self._pending.extend(self._events(batch))
+            self._batch_end = batch[-1].sequence
 
-    def _event(self, entry: Any) -> Optional[StoreEvent]:
-        if entry.kind not in self.kinds or not fnmatch.fnmatchcase(entry.key, self.pattern):
-            return None
-        cls = MODIFICATION_CLASSES.get(entry.kind)
-        if cls is None:
-            log.warning("skipping journal row %s of %s: unknown kind %r",
-                        entry.sequence, self.store.path, entry.kind)
-            return None
-        return cls(store=self.store, origin=entry.origin, timestamp=entry.timestamp,
-                   remote=entry.origin != self.store.origin, key=entry.key,
-                   metadata=entry.metadata, sequence=entry.sequence, revision=entry.sequence)
+    def _events(self, batch: List[Any]) -> List[StoreKeyEvent]:
+        """The events of the rows of ``batch`` that match, in order (one pass per batch)."""
+        store, kinds, match = self.store, self.kinds, self._match
+        own = store.origin
+        out: List[StoreKeyEvent] = []
+        for entry in batch:
+            if entry.kind not in kinds or (match is not None and match(entry.key) is None):
+                continue
+            cls = MODIFICATION_CLASSES.get(entry.kind)
+            if cls is None:
+                log.warning("skipping journal row %s of %s: unknown kind %r",
+                            entry.sequence, store.path, entry.kind)
+                continue
+            out.append(cls(store=store, origin=entry.origin, timestamp=entry.timestamp,
+                           remote=entry.origin != own, key=entry.key, metadata=entry.metadata,
+                           sequence=entry.sequence, revision=entry.sequence))
+        return out
 
     def close(self) -> None:
         self._closed.set()

@@ -24,7 +24,7 @@ import kvstore
 from kvstore import testing
 from kvstore.errors import EventsOverflowError, JournalGapError, NotConnectedError, StoreError
 from kvstore.events import StoreSetEvent
-from kvstore.streams import EventStream
+from kvstore.streams import EventStream, JournalSource
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,6 +168,50 @@ def test_pattern_and_kinds_filter(fs_store):
         fs_store.delete("a/1")
         events = take(stream, 2)
     assert [(e.action, e.key) for e in events] == [("set", "a/1"), ("delete", "a/1")]
+
+
+def test_the_reader_moves_past_rows_that_do_not_match(fs_store):
+    with fs_store.events("a/*") as stream:
+        put(fs_store, "a/1")
+        put(fs_store, "b/1")
+        put(fs_store, "b/2")
+        assert [e.key for e in take(stream, 1)] == ["a/1"]
+        assert stream.get(timeout=0.3) is None
+        # Past the rows it skipped, not reading them again and again.
+        assert stream._source.position == fs_store.last_sequence() == 3
+        put(fs_store, "a/2")
+        assert [(e.key, e.sequence) for e in take(stream, 1)] == [("a/2", 4)]
+
+
+def test_a_commit_published_after_its_wake_up_arrives_without_another(tmp_path, monkeypatch):
+    # inotify reports the write of SQLite's log, which comes a moment before the commit is
+    # visible to readers (much later when the writer is descheduled in between): here the
+    # journal shows nothing for 50 ms after the commit. The reader must look again by
+    # itself, sooner and sooner, not wait for its 30 s poll (or for the checkpoint, which
+    # writes in the directory again, a minute later here).
+    monkeypatch.setattr(JournalSource, "poll_interval", 30.0)
+    fs_store = kvstore.FileSystemStore(tmp_path / "store", create=True)
+    fs_store.checkpoint_idle = 60.0
+    fs_store.connect()
+    hidden_until = [0.0]
+    changes_since = fs_store.changes_since
+
+    def late(sequence: int, limit: int = 1000) -> List[Any]:
+        return [] if time.monotonic() < hidden_until[0] else changes_since(sequence, limit)
+
+    monkeypatch.setattr(fs_store, "changes_since", late)
+    try:
+        with fs_store.events() as stream:
+            assert stream.get(timeout=0.2) is None  # the reader waits, live
+            hidden_until[0] = time.monotonic() + 0.05
+            put(fs_store, "k")
+            t0 = time.monotonic()
+            event = stream.get(timeout=10)
+            elapsed = time.monotonic() - t0
+    finally:
+        fs_store.disconnect()
+    assert event is not None and event.key == "k"
+    assert elapsed < 5
 
 
 def test_fifty_unread_writes_all_arrive_whatever_maxsize(fs_store):
