@@ -542,6 +542,24 @@ def test_watch_prints_a_json_line_for_another_process_write(watching: Any, store
     _stop(proc, err, signal.SIGINT)
 
 
+def test_watch_opens_an_indexed_store_read_only(store_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("kvstore.watch", exc_type=ImportError)
+    with kvstore.FileSystemStore(store_dir) as store:  # indexed, by a writer
+        store.set("w/a", (b"", {}))
+    reserve = store_dir / ".kvstore" / "reserve"
+    reserve.unlink()  # made again by any writable open
+    proc, out, err = start_watch("--store", str(store_dir), "watch", "w/*")
+    try:
+        assert not reserve.exists()  # it listens: it has connected, read-only
+        src = tmp_path / "v"
+        src.write_bytes(b"x")
+        assert_ok(kv("put", "w/b", str(src), store=store_dir))
+        assert json.loads(out.readline(timeout=30))["key"] == "w/b"
+        _stop(proc, err, signal.SIGINT)
+    finally:
+        _cleanup(proc)
+
+
 def test_watch_reports_deletes_and_stops_on_sigterm(watching: Any, store_dir: Path, tmp_path: Path) -> None:
     proc, out, err = watching
     src = tmp_path / "v"

@@ -85,7 +85,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_stop_on_signals(stop))
-        store = stack.enter_context(_open(args, write=False, readonly=False))
+        store = stack.enter_context(_open(args, write=False))
+        if isinstance(store, FileSystemStore) and store._index.in_memory:
+            # The store exists but was never opened writable: no journal to follow yet.
+            # Its index is made (as its first writer would), the store is not created.
+            stack.close()
+            stack.enter_context(_stop_on_signals(stop))
+            store = stack.enter_context(_open(args, write=False, readonly=False))
         if args.redis:
             _watch_relay(args, store, stack, stop)
         elif isinstance(store, FileSystemStore):
