@@ -359,3 +359,15 @@ def test_sqlite_errors_leave_the_index_as_store_errors_with_their_cause(fs):
     with pytest.raises(StoreError, match="no such table: meta"):
         fs.set("k", (b"w", {"a": 2}))  # the commit is rolled back
     assert fs.get_data("k").read() == b"v" and fs.get_metadata("k") == {"a": 1}
+
+
+def test_a_shorter_value_or_metadata_leaves_no_tail_of_the_longer_one(tmp_path):
+    # files are written in place: a longer old content is cut to the new length
+    with kvstore.FileSystemStore(str(tmp_path / "s"), create=True) as store:
+        store.set("k", (b"a long first value", {"name": "a long first name"}))
+        store.set("k", (b"short", {"n": 1}))
+        assert (tmp_path / "s" / "k.data").read_bytes() == b"short"
+        assert json.loads((tmp_path / "s" / "k.metadata").read_bytes()) == {"n": 1}
+        store.set("k", (b"longer again", {"name": "x" * 40}))
+        assert (tmp_path / "s" / "k.data").read_bytes() == b"longer again"
+        assert json.loads((tmp_path / "s" / "k.metadata").read_bytes()) == {"name": "x" * 40}
