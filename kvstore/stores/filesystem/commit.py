@@ -142,15 +142,21 @@ def decode_files(text: str) -> list[FileOp]:
 # ------------------------------------------------------------------ the planner
 
 
-# A key's file name is worked out on every write and big read: remembered for the keys in use.
-_relpath = functools.lru_cache(maxsize=4096)(key_to_relpath)
+def _paths(root: str, relpath: str) -> tuple[str, str]:
+    base = os.path.join(root, relpath)
+    return base + DATA_SUFFIX, base + METADATA_SUFFIX
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_paths(root: str, key: str) -> tuple[str, str]:
+    # worked out on every write and big read: remembered for the keys in use
+    return _paths(root, key_to_relpath(key))
 
 
 def key_paths(root: str, key: str, row_path: str | None) -> tuple[str, str]:
     """Data and metadata paths of ``key``: its canonical name, or the file name an older
     writer (encore) gave it, as recorded in the index."""
-    base = os.path.join(root, row_path if row_path is not None else _relpath(key))
-    return base + DATA_SUFFIX, base + METADATA_SUFFIX
+    return _canonical_paths(root, key) if row_path is None else _paths(root, row_path)
 
 
 # What a commit's in-place writes write: key -> (inline data or None, metadata text).
