@@ -63,6 +63,16 @@ def test_corrupt_metadata_object(client: Any, bucket: str, caplog: pytest.LogCap
             assert list(store.query_keys()) == ["good"]
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("'bad'" in m and "skipped" in m for m in warned), warned
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kvstore.s3"):
+            assert list(store.glob("*")) == ["good"]
+            assert list(store.glob("b*")) == []
+            assert list(store.glob("long/*")) == []
+            assert list(store.glob("g*")) == ["good"]
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("'bad'" in m and "glob skipped" in m for m in warned), warned
+        assert any(long_key[:20] in m or "long" in m for m in warned if "glob skipped" in m), warned
+        assert not [t for t in threading.enumerate() if t.name.startswith("kvstore-s3")]
         assert store.exists("bad")
         for keep in (lambda: store.set_data("bad", b"x"), lambda: store.update_metadata("bad", {"a": 1})):
             with pytest.raises(StoreError, match="metadata"):
@@ -70,6 +80,7 @@ def test_corrupt_metadata_object(client: Any, bucket: str, caplog: pytest.LogCap
         store.set("bad", (b"again", {"kind": "y"}))  # a write of the whole value repairs it
         assert store.to_bytes("bad") == b"again"
         assert list(store.query_keys(kind="y")) == ["bad"]
+        assert list(store.glob("*")) == ["bad", "good"]  # the long key is still unreadable
         store.delete(long_key)  # so does a delete
         assert not store.exists(long_key)
 
