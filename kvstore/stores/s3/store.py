@@ -306,7 +306,7 @@ class S3Store(ServerSideCopies, AbstractStore):
     def _fetch(self, names: Iterable[str], what: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """:meth:`_listed` of each name (those that are None left out), in order. The
         metadata objects are fetched as the listing's pages arrive, max_workers at once."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_workers,
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self._fetch_workers(),
                                                      thread_name_prefix=f"kvstore-s3-{what}")
         try:
             futures = [pool.submit(self._listed, name, what) for name in names]
@@ -316,6 +316,16 @@ class S3Store(ServerSideCopies, AbstractStore):
                     yield listed
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_workers(self) -> int:
+        """max_workers, but no more than the client's pool holds connections: a request
+        beyond them opens a TCP connection of its own and urllib3 drops it afterwards (with
+        a warning). The store's own client has room for max_workers; one given may not."""
+        try:
+            pooled = int(self._client.meta.config.max_pool_connections)
+        except (AttributeError, TypeError, ValueError):
+            return self.max_workers
+        return max(1, min(self.max_workers, pooled))
 
     def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
         results = [item for item in self._fetch(self._metadata_names(""), "query")
