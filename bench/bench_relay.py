@@ -8,12 +8,17 @@ Starts its own redis-server on 127.0.0.1 (tests/redis_server.py) and prints:
 
 1. events/s and p50/p99 latency between two processes: a store + relay writing
    ``set_metadata`` in this process, a store + relay receiving in a child process, next to
+   the same relay fed events through the signal bus (``store.dispatch`` of the event
+   ``set_metadata`` would send: what the relay costs without the store's write), next to
+   ``set_metadata`` alone with a no-op receiver (what producing the events costs), next to
    raw redis-py ``PUBLISH`` -> pub/sub receive of a message of the same size, and next to
    pipelined redis-py (the burst sent ``PIPELINE`` messages per round trip, what a
    batching sender can reach; its paced sends are single PUBLISHes). Throughput comes from
    a burst (as fast as the sender goes); latency from paced sends (one per ms), measured
    from the write (the event's timestamp) to the remote receiver being called. With
-   ``--rounds N`` the three are run N times, interleaved, on one server.
+   ``--rounds N`` they are run N times, interleaved, on one server. ``tx cpu`` / ``rx cpu``
+   are the CPU time of the sending / receiving process (every thread) over the burst, per
+   event.
 2. the cost of an attached relay on ``MemoryStore.set`` of a 100-byte value, as a ratio to
    the same loop without a relay (and with a no-op subscriber, the price of having
    events at all).
@@ -41,26 +46,35 @@ sys.path.insert(0, ROOT)
 
 import kvstore  # noqa: E402
 from kvstore import signals  # noqa: E402
+from kvstore.events import StoreSetEvent  # noqa: E402
 from kvstore.relay import RedisRelay  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 CHANNEL = "bench"
 PAD = "x" * 160  # raw messages as long as the relay's JSON for the same event
 PIPELINE = 256  # messages per round trip of the pipelined redis-py burst
-MODES = ("raw", "pipelined", "relay")
+MODES = ("raw", "pipelined", "relay_bus", "relay")
+RELAY_MODES = ("relay_bus", "relay")
 
 
 # ----------------------------------------------------------------- child side
 
 class Collector:
-    """Per phase: count, latencies (s), first send and last receive times."""
+    """Per phase: count, latencies (s), first send and last receive times, and the CPU
+    time of the whole process (every thread) from ``ready`` to the phase's last event."""
 
     def __init__(self, counts: Dict[str, int]) -> None:
         self.counts = counts
         self.lat: Dict[str, List[float]] = {p: [] for p in counts}
         self.first_sent: Dict[str, float] = {}
         self.last_rx: Dict[str, float] = {}
+        self.cpu: Dict[str, float] = {}
+        self.cpu_start = time.process_time()
         self.done = {p: threading.Event() for p in counts}
+
+    def ready(self) -> None:
+        self.cpu_start = time.process_time()
+        print("ready", flush=True)
 
     def add(self, phase: str, sent: float) -> None:
         now = time.time()
@@ -68,6 +82,7 @@ class Collector:
         self.first_sent.setdefault(phase, sent)
         self.last_rx[phase] = now
         if len(self.lat[phase]) == self.counts[phase]:
+            self.cpu[phase] = time.process_time() - self.cpu_start
             print(f"done {phase}", flush=True)
             self.done[phase].set()
 
@@ -75,13 +90,14 @@ class Collector:
         out = {}
         for phase, lat in self.lat.items():
             span = self.last_rx.get(phase, 0) - self.first_sent.get(phase, 0)
-            out[phase] = {"count": len(lat), "span": span, "lat": sorted(lat)}
+            out[phase] = {"count": len(lat), "span": span, "lat": sorted(lat),
+                          "cpu": self.cpu.get(phase, 0.0)}
         return out
 
 
 def child(mode: str, url: str, burst: int, paced: int) -> None:
     collector = Collector({"burst": burst, "paced": paced})
-    if mode != "relay":
+    if mode not in RELAY_MODES:
         import redis
 
         client = redis.Redis.from_url(url)
@@ -89,7 +105,7 @@ def child(mode: str, url: str, burst: int, paced: int) -> None:
         pubsub.subscribe(CHANNEL)
         while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
             pass
-        print("ready", flush=True)
+        collector.ready()
         while not collector.done["paced"].is_set():
             message = pubsub.get_message(timeout=5.0)
             if message is None:
@@ -107,7 +123,7 @@ def child(mode: str, url: str, burst: int, paced: int) -> None:
 
         with store, RedisRelay(store, url, channel=CHANNEL) as relay, store.subscribe(on_event):
             relay.wait_ready(10)
-            print("ready", flush=True)
+            collector.ready()
             collector.done["burst"].wait(60)
             collector.done["paced"].wait(60)
     print(json.dumps(collector.result()), flush=True)
@@ -136,7 +152,7 @@ def expect(proc: subprocess.Popen, line: str) -> None:
 def run_pair(mode: str, url: str, burst: int, paced: int) -> Dict[str, Any]:
     proc = spawn(mode, url, burst, paced)
     try:
-        if mode != "relay":
+        if mode not in RELAY_MODES:
             import redis
 
             client = redis.Redis.from_url(url)
@@ -157,12 +173,23 @@ def run_pair(mode: str, url: str, burst: int, paced: int) -> Dict[str, Any]:
             relay = RedisRelay(store, url, channel=CHANNEL, on_full="block").start()
             relay.wait_ready(10)
 
-            def send(phase: str, i: int) -> None:
-                store.set_metadata(f"key/{i}", {"phase": phase, "i": i})
+            if mode == "relay":
+                def send(phase: str, i: int) -> None:
+                    store.set_metadata(f"key/{i}", {"phase": phase, "i": i})
+            else:
+                origin = store.origin
 
+                # The event set_metadata would send, made and sent on the store's signal
+                # without the store's write: what the relay alone costs.
+                def send(phase: str, i: int) -> None:
+                    store.dispatch(StoreSetEvent(store=store, origin=origin, key=f"key/{i}",
+                                                 metadata={"phase": phase, "i": i}))
+
+        cpu = time.process_time()
         for i in range(burst):
             send("burst", i)
         expect(proc, "done burst")
+        cpu = time.process_time() - cpu
         next_at = time.perf_counter()
         for i in range(paced):
             next_at += 0.001
@@ -172,9 +199,10 @@ def run_pair(mode: str, url: str, burst: int, paced: int) -> Dict[str, Any]:
         expect(proc, "done paced")
         assert proc.stdout is not None
         result = json.loads(proc.stdout.readline())
+        result["burst"]["sender_cpu"] = cpu
         proc.wait(30)
     finally:
-        if mode != "relay":
+        if mode not in RELAY_MODES:
             client.close()
         else:
             relay.stop()
@@ -295,14 +323,29 @@ def overhead_fs(url: str, n: int = 1000, pairs: int = 30, **options: Any) -> Dic
             "cpu_ratio": statistics.median(cpu_ratios)}
 
 
+def store_alone(n: int) -> Dict[str, float]:
+    """What producing the events costs without a relay: ``n`` ``set_metadata`` (as the
+    relay rows write them) on a MemoryStore with a no-op receiver, so events are built."""
+    store = kvstore.MemoryStore(name="alone")
+    store.connect()
+    with signals.store_set.connected_to(_noop, sender=store), \
+            signals.store_update.connected_to(_noop, sender=store):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(n):
+            store.set_metadata(f"key/{i}", {"phase": "burst", "i": i})
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    store.disconnect()
+    return {"rate": n / wall, "cpu_us": cpu / n * 1e6}
+
+
 def pairs(url: str, burst: int, paced: int, rounds: int) -> None:
-    """Raw, pipelined and relay, ``rounds`` times interleaved; a table per round and the
-    ratios of the medians."""
+    """Raw, pipelined, relay fed through the bus, relay fed by store writes, and the store
+    writes alone, ``rounds`` times interleaved; a table per round and the medians."""
     import statistics
 
     labels = {"raw": "raw redis-py PUBLISH", "pipelined": f"redis-py pipelined x{PIPELINE}",
-              "relay": "RedisRelay set_metadata"}
-    runs: Dict[str, List[Dict[str, float]]] = {mode: [] for mode in MODES}
+              "relay_bus": "RedisRelay, events via bus", "relay": "RedisRelay set_metadata"}
+    runs: Dict[str, List[Dict[str, float]]] = {mode: [] for mode in MODES + ("alone",)}
     for n in range(rounds):
         rows = {}
         for mode in MODES:
@@ -314,23 +357,40 @@ def pairs(url: str, burst: int, paced: int, rounds: int) -> None:
                 "p99": pct(p["lat"], 0.99) * 1e3,
                 "burst_p50": pct(b["lat"], 0.50) * 1e3,
                 "lost": burst + paced - b["count"] - p["count"],
+                "tx_cpu": b["sender_cpu"] / burst * 1e6,
+                "rx_cpu": b["cpu"] / burst * 1e6,
             }
             runs[mode].append(rows[mode])
+        alone = store_alone(burst)
+        runs["alone"].append(alone)
         print(f"round {n + 1}/{rounds}:")
-        print(f"  {'':28}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'burst p50':>11}{'lost':>6}")
+        print(f"  {'':29}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'burst p50':>11}{'lost':>6}"
+              f"{'tx cpu us':>11}{'rx cpu us':>11}")
         for mode in MODES:
             row = rows[mode]
-            print(f"  {labels[mode]:28}{row['rate']:10.0f}{row['p50']:9.3f}{row['p99']:9.3f}"
-                  f"{row['burst_p50']:11.2f}{row['lost']:6d}")
-        print(f"  relay / raw {rows['relay']['rate'] / rows['raw']['rate']:.2f}, relay / "
-              f"pipelined {rows['relay']['rate'] / rows['pipelined']['rate']:.2f}")
-    med = {mode: {k: statistics.median(r[k] for r in runs[mode]) for k in ("rate", "p50")}
-           for mode in MODES}
-    print(f"medians of {rounds}: relay {med['relay']['rate']:.0f} events/s (goal >= 50000), "
-          f"p50 {med['relay']['p50']:.3f} ms (goal < 2 ms); raw {med['raw']['rate']:.0f}/s, "
-          f"pipelined {med['pipelined']['rate']:.0f}/s; relay / raw "
-          f"{med['relay']['rate'] / med['raw']['rate']:.2f}, relay / pipelined "
-          f"{med['relay']['rate'] / med['pipelined']['rate']:.2f}")
+            print(f"  {labels[mode]:29}{row['rate']:10.0f}{row['p50']:9.3f}{row['p99']:9.3f}"
+                  f"{row['burst_p50']:11.2f}{row['lost']:6d}{row['tx_cpu']:11.1f}"
+                  f"{row['rx_cpu']:11.1f}")
+        print(f"  {'set_metadata alone (no relay)':29}{alone['rate']:10.0f}{'':44}"
+              f"{alone['cpu_us']:11.1f}")
+        print(f"  relay via bus / pipelined {rows['relay_bus']['rate'] / rows['pipelined']['rate']:.2f}"
+              f", relay set_metadata / pipelined {rows['relay']['rate'] / rows['pipelined']['rate']:.2f}"
+              f", relay set_metadata / raw {rows['relay']['rate'] / rows['raw']['rate']:.2f}")
+    med = {mode: {k: statistics.median(r[k] for r in runs[mode]) for k in runs[mode][0]}
+           for mode in runs}
+    print(f"medians of {rounds} (goal: >= 50000 events/s, p50 < 2 ms at one event per ms):")
+    for mode in MODES:
+        m = med[mode]
+        print(f"  {labels[mode]:29}{m['rate']:8.0f} events/s  p50 {m['p50']:.3f} ms  "
+              f"CPU per event: sender {m['tx_cpu']:.1f} us, receiver {m['rx_cpu']:.1f} us")
+    a, bus, full = med["alone"], med["relay_bus"], med["relay"]
+    print(f"  {'set_metadata alone':29}{a['rate']:8.0f} events/s  CPU {a['cpu_us']:.1f} us/event")
+    print(f"  the relay alone costs the sender {bus['tx_cpu']:.1f} us/event (fed through the bus;"
+          f" making each event included) and the receiver {bus['rx_cpu']:.1f}; fed by store "
+          f"writes, the sender spends {full['tx_cpu']:.1f}, of which the store's "
+          f"set_metadata alone is {a['cpu_us']:.1f}")
+    print("  tx/rx cpu: CPU time of the whole sending / receiving process (every thread) over "
+          "the burst, per event")
 
 
 def main() -> None:

@@ -104,7 +104,8 @@ class BusMixin:
         # refused when they connect, see kvstore.signals), except that a failing
         # receiver must not turn a write that happened into one that seems to have
         # failed, nor keep the other receivers from hearing of it: log and go on.
-        if signal.is_muted or not signal.has_receivers_for(self):
+        # (receivers_for alone: has_receivers_for would look the sender up a second time)
+        if signal.is_muted:
             return
         for receiver in signal.receivers_for(self):
             try:

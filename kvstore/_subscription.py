@@ -23,13 +23,14 @@ class Subscription:
         self.store = store
         self.receiver = receiver
         self.pattern = pattern
+        self._every_key = pattern == "*"  # fnmatchcase(key, "*") holds for any str
         self.kinds = tuple(kinds)
         self._signals = [signals.MODIFICATION_SIGNALS[k] for k in self.kinds]
         for sig in self._signals:
             sig.connect(self._on_event, sender=store, weak=False)
 
     def _on_event(self, sender: Any, event: Any = None, **_: Any) -> None:
-        if event is not None and fnmatch.fnmatchcase(event.key, self.pattern):
+        if event is not None and (self._every_key or fnmatch.fnmatchcase(event.key, self.pattern)):
             self.receiver(event)
 
     def cancel(self) -> None:

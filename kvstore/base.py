@@ -416,6 +416,10 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         self._ready()
         if not isinstance(pattern, str):
             raise TypeError(f"a glob pattern must be a str, not {type(pattern).__name__}")
+        return iter(self._glob(pattern))
+
+    def _glob(self, pattern: str) -> Iterable[str]:
+        """The keys matching ``pattern`` (a str), for :meth:`glob`."""
         keys = self._iter_keys(literal_prefix(pattern))
         return (k for k in keys if fnmatch.fnmatchcase(k, pattern))
 

@@ -63,6 +63,16 @@ def test_corrupt_metadata_object(client: Any, bucket: str, caplog: pytest.LogCap
             assert list(store.query_keys()) == ["good"]
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("'bad'" in m and "skipped" in m for m in warned), warned
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kvstore.s3"):
+            assert list(store.glob("*")) == ["good"]
+            assert list(store.glob("b*")) == []
+            assert list(store.glob("long/*")) == []
+            assert list(store.glob("g*")) == ["good"]
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("'bad'" in m and "glob skipped" in m for m in warned), warned
+        assert any(long_key[:20] in m or "long" in m for m in warned if "glob skipped" in m), warned
+        assert not [t for t in threading.enumerate() if t.name.startswith("kvstore-s3")]
         assert store.exists("bad")
         for keep in (lambda: store.set_data("bad", b"x"), lambda: store.update_metadata("bad", {"a": 1})):
             with pytest.raises(StoreError, match="metadata"):
@@ -70,6 +80,7 @@ def test_corrupt_metadata_object(client: Any, bucket: str, caplog: pytest.LogCap
         store.set("bad", (b"again", {"kind": "y"}))  # a write of the whole value repairs it
         assert store.to_bytes("bad") == b"again"
         assert list(store.query_keys(kind="y")) == ["bad"]
+        assert list(store.glob("*")) == ["bad", "good"]  # the long key is still unreadable
         store.delete(long_key)  # so does a delete
         assert not store.exists(long_key)
 
@@ -271,3 +282,38 @@ def test_a_write_committing_after_a_delete_keeps_its_data(client: Any, second_cl
         assert fired and a.exists("k")
         value = a.get("k")
         assert (value.data.read(), value.metadata) == (b"new", {"v": "new"})
+
+
+
+# ---------------------------------------------------------------- metadata fetch concurrency
+
+
+def test_fetches_never_outnumber_the_clients_connections(s3_session: Any, s3_endpoint: str,
+                                                         bucket: str) -> None:
+    """A client given with a pool of 3 connections: query and glob fetch with 3 threads, not
+    max_workers (more would open a connection each and have urllib3 drop it)."""
+    from botocore.config import Config
+
+    small = s3_session.client("s3", endpoint_url=s3_endpoint,
+                              config=Config(max_pool_connections=3))
+    names: set = set()
+    lock = threading.Lock()
+
+    def seen(**_: Any) -> None:
+        with lock:
+            names.add(threading.current_thread().name)
+
+    try:
+        with S3Store(bucket, "pool", client=small, max_workers=16) as store:
+            for i in range(40):
+                store.set_metadata(f"k{i:02d}", {"i": i})
+            small.meta.events.register("before-call.s3.GetObject", seen)
+            assert len(list(store.query_keys())) == 40
+            assert len(list(store.glob("k*"))) == 40
+            fetchers = {n for n in names if n.startswith("kvstore-s3-")}
+            assert fetchers and len({n for n in fetchers if "query" in n}) <= 3, fetchers
+            assert len({n for n in fetchers if "glob" in n}) <= 3, fetchers
+        with S3Store(bucket, "pool", client=small, max_workers=2) as store:
+            assert store._fetch_workers() == 2  # fewer workers than connections: as asked
+    finally:
+        small.close()

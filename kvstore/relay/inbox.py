@@ -254,8 +254,8 @@ class Inbox:
         if body.get("type") not in wire.WIRE_TYPES:
             raise WireError(f"unknown event type {str(body.get('type'))[:60]!r}")
         try:
-            # remote=True set here rather than by a replace(): one object fewer per event
-            event = StoreEvent.from_dict({**body, "remote": True}, store=self.store)
+            # remote=True set as it is built: no copy of the dict, no replace()
+            event = StoreEvent.from_dict(body, store=self.store, remote=True)
             if not event.origin:
                 raise ValueError("empty origin")
             if isinstance(event, (StoreKeyEvent, StoreProgressEvent)):

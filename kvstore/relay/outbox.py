@@ -104,6 +104,20 @@ class Outbox:
             if self._idle:  # else the sender comes back for the queue by itself
                 self._not_empty.notify()
 
+    def put_one(self, event: StoreEvent) -> None:
+        """:meth:`put` of one event (what nearly every store write hands over), without
+        the loop and the tuple."""
+        with self._lock:
+            if len(self._queue) >= self.size or self._closed:
+                while len(self._queue) >= self.size and not self._closed:
+                    self._make_room()
+                if self._closed:
+                    return
+            self._seq += 1
+            self._queue.append((self._seq, event))
+            if self._idle:
+                self._not_empty.notify()
+
     def _make_room(self) -> None:
         # Called with the lock held and the queue full.
         if self.on_full == "drop_oldest":

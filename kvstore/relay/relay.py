@@ -338,7 +338,7 @@ class RedisRelay(Bridge):
             if events:
                 self._outbox.put(events)
             return
-        self._outbox.put((event,))
+        self._outbox.put_one(event)
 
     def _send_loop(self) -> None:
         backoff = Backoff(*self._backoff)

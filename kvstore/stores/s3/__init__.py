@@ -94,9 +94,11 @@ raises, the writes made so far stay, and their events are sent after
 Listing
 -------
 ``glob`` lists ``list_objects_v2`` pages under the escaped form of the pattern's literal
-prefix (names only: it never reads a metadata object's body); ``query`` fetches the metadata
-objects ``max_workers`` at once as the listing's pages arrive, skipping (with a warning) any
-it cannot read, in a thread pool that is joined before it returns.
+prefix; ``glob`` (for the keys whose names match) and ``query`` fetch the metadata objects
+``max_workers`` at once as the listing's pages arrive, skipping (with a warning) any they
+cannot read, in a thread pool that is joined before they return. A key whose metadata
+object is unreadable is so left out of both (API.md, Faults), at the price of one GET per
+key ``glob`` returns.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class _Conflict(StoreError):
 
 class Unreadable(StoreError):
     """A metadata object whose body is not a JSON object: its key's reads raise this,
-    listings that read metadata (``query``) skip the key with a warning.
+    listings (``query``, ``query_keys``, ``glob``) skip the key with a warning.
 
     ``meta`` is what could be read of it (the ``Meta`` with ``{}`` as metadata), for the
     writes that need none of the old metadata: ``set`` and ``delete``.

@@ -65,7 +65,7 @@ class S3Options:
     or a CA bundle path); ``max_attempts`` boto3's retries; ``create`` makes the bucket on
     connect when it is missing; ``part_size`` is the multipart part size in bytes;
     ``upload_workers`` the parts sent at once; ``max_workers`` the metadata objects
-    ``query`` fetches at once.
+    ``query`` and ``glob`` fetch at once.
     """
 
     endpoint_url: str | None = None

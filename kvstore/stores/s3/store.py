@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import fnmatch
 import logging
 import sys
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote
 
 from ..._checksum import KeyStat, crc32_text
-from ..._keys import matches
+from ..._keys import literal_prefix, matches
 from ..._optional import require
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
@@ -66,7 +67,7 @@ class S3Store(ServerSideCopies, AbstractStore):
         ``aws_session_token``, ``verify`` (TLS), ``max_attempts`` (retries, default 5);
         ``create`` (make the bucket on connect when missing); ``part_size`` (multipart
         part size in bytes, 5 MiB to 5 GiB, default 8 MiB); ``upload_workers`` (parts sent
-        at once, default 4); ``max_workers`` (metadata fetched at once by ``query``,
+        at once, default 4); ``max_workers`` (metadata fetched at once by ``query`` and ``glob``,
         default 8). Values may be strings, as they come from an ``s3://`` URL's query.
 
     ``connect(credentials)`` accepts a dict of ``aws_access_key_id``,
@@ -285,16 +286,16 @@ class S3Store(ServerSideCopies, AbstractStore):
                 keys.add(key)
         return sorted(keys)
 
-    def _listed(self, name: str) -> tuple[str, dict[str, Any]] | None:
+    def _listed(self, name: str, what: str = "query") -> tuple[str, dict[str, Any]] | None:
         """The key and metadata of the listed metadata object ``name``; None when it is no
-        key's, was deleted since listed, or is unreadable (a warning says so: one damaged
-        object must not make the whole store unqueryable)."""
+        key's, was deleted since listed, or is unreadable (a warning naming ``what`` says
+        so: one damaged object must not make the whole store unqueryable)."""
         naming = self._naming
         key = None if naming.is_long(name) else naming.key_of(name)
         try:
             current = self._reads.meta(key or name, name)
         except Unreadable as exc:
-            log.warning("query skipped %r: %s", key or name, exc)
+            log.warning("%s skipped %r: %s", what, key or name, exc)
             return None
         if current is None:
             return None
@@ -302,20 +303,49 @@ class S3Store(ServerSideCopies, AbstractStore):
             key = naming.long_key_of(name, current.headers.get(H_KEY))
         return None if key is None else (key, current.metadata)
 
-    def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
-        # The metadata objects are fetched as the listing's pages arrive, max_workers at once.
-        results = []
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_workers,
-                                                     thread_name_prefix="kvstore-s3-query")
+    def _fetch(self, names: Iterable[str], what: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """:meth:`_listed` of each name (those that are None left out), in order. The
+        metadata objects are fetched as the listing's pages arrive, max_workers at once."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self._fetch_workers(),
+                                                     thread_name_prefix=f"kvstore-s3-{what}")
         try:
-            futures = [pool.submit(self._listed, name) for name in self._metadata_names("")]
+            futures = [pool.submit(self._listed, name, what) for name in names]
             for future in futures:
                 listed = future.result()
-                if listed is not None and matches(listed[1], criteria):
-                    results.append(listed)
+                if listed is not None:
+                    yield listed
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_workers(self) -> int:
+        """max_workers, but no more than the client's pool holds connections: a request
+        beyond them opens a TCP connection of its own and urllib3 drops it afterwards (with
+        a warning). The store's own client has room for max_workers; one given may not."""
+        try:
+            pooled = int(self._client.meta.config.max_pool_connections)
+        except (AttributeError, TypeError, ValueError):
+            return self.max_workers
+        return max(1, min(self.max_workers, pooled))
+
+    def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
+        results = [item for item in self._fetch(self._metadata_names(""), "query")
+                   if matches(item[1], criteria)]
         return sorted(results, key=lambda item: item[0])
+
+    def _glob(self, pattern: str) -> Iterable[str]:
+        # A key whose metadata object is unreadable is skipped with a warning, as query
+        # skips it (API.md, Faults): so the metadata object of every key that matches is
+        # read (one GET each, max_workers at once), not only listed. A key is known from
+        # its object's name, except a long key's: those are read to find out.
+        prefix = literal_prefix(pattern)
+        naming = self._naming
+
+        def match(key: str | None) -> bool:
+            return key is not None and key.startswith(prefix) and fnmatch.fnmatchcase(key, pattern)
+
+        names = (name for name in self._metadata_names(prefix)
+                 if naming.is_long(name) or match(naming.key_of(name)))
+        return sorted({key for key, _ in self._fetch(names, "glob") if match(key)})
 
     # ------------------------------------------------------------ writes
 
