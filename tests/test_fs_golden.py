@@ -211,11 +211,12 @@ def test_schema_of_a_fresh_store_is_pinned(root):
         master = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
         settings = db.execute("SELECT name, value FROM settings ORDER BY name").fetchall()
         journal_mode = db.execute("PRAGMA journal_mode").fetchone()
+        page_size = db.execute("PRAGMA page_size").fetchone()
     finally:
         db.close()
     assert master == SCHEMA_V7_MASTER
     assert settings == [("indexed", "7"), ("schema", "7")]
-    assert journal_mode == ("wal",)
+    assert journal_mode == ("wal",) and page_size == (1024,)
 
 
 def _write(path, payload: bytes) -> None:
