@@ -98,7 +98,10 @@ class StateFile:
             return dict(entry) if entry is not None else None
 
     def set(self, key: str, state: str, *, attempts: Optional[int] = None, message: Optional[str] = None,
-            source: Optional[Dict[str, Any]] = None) -> None:
+            source: Optional[Dict[str, Any]] = None, destination: Optional[str] = None) -> None:
+        """Record ``key``'s ``state``; ``source`` is the fingerprint of the source it matched
+        and ``destination`` the token of the destination's key (:attr:`KeyStat.token`), once
+        done or skipped."""
         with self._lock:
             entry = self.keys.setdefault(key, {"attempts": 0})
             entry["state"] = state
@@ -107,8 +110,13 @@ class StateFile:
             entry["message"] = message
             if source is not None:
                 entry["source"] = source
+                if destination is not None:
+                    entry["destination"] = destination
+                else:
+                    entry.pop("destination", None)
             elif state not in ("done", "skipped"):
                 entry.pop("source", None)
+                entry.pop("destination", None)
             self._dirty = True
             if time.monotonic() - self._written >= self.interval:
                 self._flush()
