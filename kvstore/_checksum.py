@@ -33,12 +33,16 @@ class KeyStat:
     checksum : ``"crc32:xxxxxxxx"``, or None when the store keeps none for this key.
     metadata : a fresh copy of the key's metadata.
     modified : seconds since the epoch of the key's last write.
+    token : what tells this write of the key from any other in the store's own terms
+        (S3Store: the metadata object's ETag, new at every commit), as a listing of the
+        store shows it too; None where the store has no such thing.
     """
 
     size: int
     checksum: Optional[str]
     metadata: Dict[str, Any] = field(repr=False)
     modified: float = 0.0
+    token: Optional[str] = None
 
 
 class Crc32:

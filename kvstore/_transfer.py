@@ -3,7 +3,7 @@ the hooks (``_copy``, ``_move``, ``_stat``) do the work."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ContextManager, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, ContextManager, Dict, List, Optional, Tuple
 
 from ._checksum import KeyStat
 from ._keys import check_key
@@ -138,6 +138,25 @@ class TransferMixin:
         """The changes of copying ``source``'s ``src`` to this store's ``dst`` server-side;
         only called when ``_can_copy_from(source)``."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------ what kvstore.sync asks of a destination
+    # Hints and shortcuts only: a store that keeps the defaults is synced with stat() per key.
+
+    def _sync_listing(self, pattern: str) -> Optional[Dict[str, Tuple[int, str]]]:
+        """key -> (size, token) of every key that may match ``pattern`` (more keys are
+        harmless), from a listing that costs no request per key (S3Store: ListObjectsV2
+        pages); ``token`` is :attr:`KeyStat.token`. None: the store has no such listing."""
+        return None
+
+    def _expect_new(self, key: str) -> None:
+        """Hint: this thread's next write of ``key`` is probably of a key that does not
+        exist (a listing said so); the write must be right all the same if it does. The
+        default ignores it."""
+
+    def _written_stat(self, key: str) -> Optional[KeyStat]:
+        """The stat of what this thread's last write of ``key`` committed, where the store
+        knows it from the commit itself (S3Store); taken once. None: ask :meth:`stat`."""
+        return None
 
     def _check_pair(self, src: str, dst: str) -> None:
         check_key(src)

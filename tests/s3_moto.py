@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import uuid
 from typing import Any, Iterator, Optional
 
@@ -73,11 +74,41 @@ class DataReads:
     def __init__(self, client: Any) -> None:
         self.keys: list = []
         self._client = client
-        client.meta.events.register("before-call.s3.GetObject", self._seen)
+        # before-parameter-build sees the call's own parameters (Key, ...); before-call
+        # sees the HTTP request, which has no "Key"
+        client.meta.events.register("before-parameter-build.s3.GetObject", self._seen)
 
     def _seen(self, params: Any, **_: Any) -> None:
         if params.get("Key", "").endswith(".data"):
             self.keys.append(params["Key"])
 
     def close(self) -> None:
-        self._client.meta.events.unregister("before-call.s3.GetObject", self._seen)
+        self._client.meta.events.unregister("before-parameter-build.s3.GetObject", self._seen)
+
+
+class Requests:
+    """Counts every S3 request a client makes: ``(operation, object name)`` in order
+    (``""`` for a request that names no object, as ListObjectsV2)."""
+
+    def __init__(self, client: Any) -> None:
+        self.made: list = []
+        self._client = client
+        self._lock = threading.Lock()
+        client.meta.events.register("before-parameter-build.s3.*", self._seen)
+
+    def _seen(self, params: Any, model: Any, **_: Any) -> None:
+        with self._lock:
+            self.made.append((model.name, params.get("Key", "")))
+
+    def of(self, operation: str) -> list:
+        return [name for op, name in self.made if op == operation]
+
+    def operations(self) -> set:
+        return {op for op, _ in self.made}
+
+    def clear(self) -> None:
+        with self._lock:
+            self.made.clear()
+
+    def close(self) -> None:
+        self._client.meta.events.unregister("before-parameter-build.s3.*", self._seen)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -44,6 +45,18 @@ def test_copy_of_a_big_value_is_made_by_the_kernel(tmp_path: Any, monkeypatch: A
             assert f.read() == data
         assert store.get_metadata("dst") == {"n": 1}
         assert os.listdir(os.path.join(store.path, ".kvstore", "tmp")) == []
+
+
+def test_a_copy_of_a_big_value_keeps_its_checksum_in_the_index(tmp_path: Any) -> None:
+    # The kernel copies the bytes unseen: the copy's CRC-32 is the source's, so that stat()
+    # (and kvstore.sync) need not read the copy to know it.
+    with _store(tmp_path) as store:
+        data = os.urandom(BIG)
+        store.set("src", (data, {}))
+        store.copy("src", "dst")
+        assert store.checksum("dst") == store.checksum("src") == f"crc32:{zlib.crc32(data):08x}"
+        store.set("src", (b"x" * BIG, {}))  # the copy keeps its own
+        assert store.checksum("dst") == f"crc32:{zlib.crc32(data):08x}"
 
 
 def test_copy_falls_back_to_reflink_then_to_reading(tmp_path: Any, monkeypatch: Any) -> None:

@@ -21,7 +21,7 @@ from kvstore._sync import STATE_FORMAT, decode_state, encode_state
 from kvstore.errors import AuthorizationError, ChecksumError, InvalidKeyError, StoreError
 from kvstore.testing import EventRecorder
 
-from s3_moto import DataReads
+from s3_moto import DataReads, Requests
 
 # moto's S3 server and clients (fixtures shared with other modules)
 
@@ -261,6 +261,138 @@ def test_memory_filesystem_both_ways(tmp_path: Path) -> None:
         assert again.skipped == sorted(values)
         # The cost of a store without checksums, counted: phase 2 makes this [].
         assert again.hashed == ([] if keeps_checksums(fs) else sorted(values))
+
+
+# ---------------------------------------------------------------- the requests a sync makes to S3
+
+
+@pytest.fixture
+def s3_requests(s3_client: Any) -> Iterator[Requests]:
+    requests = Requests(s3_client)
+    yield requests
+    requests.close()
+
+
+def test_a_first_sync_to_s3_puts_two_objects_per_key_and_a_rerun_with_its_state_file_only_lists(
+        tmp_path: Path, s3_client: Any, s3_bucket: str, s3_requests: Requests) -> None:
+    state = tmp_path / "state.json"
+    with kvstore.FileSystemStore(tmp_path / "fs", create=True) as fs, \
+            kvstore.S3Store(s3_bucket, "mirror", client=s3_client) as s3:
+        values = populate(fs, 12)
+        s3_requests.clear()
+        first = kvstore.sync(fs, s3, workers=3, state=state)
+        made = list(s3_requests.made)
+        assert first.ok and first.done == sorted(values) and contents(s3) == values
+        # Per key its data object and its metadata object (If-None-Match, unread); the
+        # comparison, and the check of what was written, are one listing each for all keys.
+        names = [s3._naming.names(k) for k in values]
+        assert sorted(s3_requests.of("PutObject")) == sorted([n.data for n in names] + [n.metadata for n in names])
+        assert sorted(op for op, _ in made) == ["ListObjectsV2"] * 2 + ["PutObject"] * 2 * len(values)
+        recorded = decode_state(state.read_bytes())["keys"]
+        assert {k: v["destination"] for k, v in recorded.items()} == {k: s3.stat(k).token for k in values}
+        s3_requests.clear()
+        again = kvstore.sync(fs, s3, workers=3, state=state)
+        assert again.ok and again.skipped == sorted(values) and again.done == [] and again.hashed == []
+        assert s3_requests.made == [("ListObjectsV2", "")]  # no request per key
+
+
+def test_a_rerun_with_a_state_file_notices_a_destination_changed_behind_it(
+        tmp_path: Path, s3_client: Any, s3_bucket: str) -> None:
+    state = tmp_path / "state.json"
+    with kvstore.FileSystemStore(tmp_path / "fs", create=True) as fs, \
+            kvstore.S3Store(s3_bucket, "mirror", client=s3_client) as s3, \
+            kvstore.S3Store(s3_bucket, "mirror", client=s3_client) as other:
+        values = populate(fs, 9)
+        assert kvstore.sync(fs, s3, state=state).done == sorted(values)
+        other.set_data("data/01", b"x" * len(values["data/01"][0]))  # same size, other data
+        other.set_data("data/02", b"shorter")
+        other.update_metadata("data/04", {"by": "other"})
+        other.delete("data/05")
+        again = kvstore.sync(fs, s3, state=state)
+        assert again.ok and again.done == ["data/01", "data/02", "data/04", "data/05"]
+        assert contents(s3) == values
+
+
+def test_a_write_hinted_as_new_of_a_key_that_exists_is_an_ordinary_overwrite(
+        s3_client: Any, s3_bucket: str, s3_requests: Requests) -> None:
+    with kvstore.S3Store(s3_bucket, "hint", client=s3_client) as s3:
+        s3.set("k", (b"old", {"a": 1}))
+        revision = s3.get("k").revision
+        recorder = EventRecorder(s3)
+        try:
+            s3_requests.clear()
+            s3._expect_new("k")  # wrong: the key exists
+            s3.set("k", (b"new!", {"b": 2}))
+            made = list(s3_requests.made)
+        finally:
+            recorder.close()
+        value = s3.get("k")
+        assert (s3.to_bytes("k"), value.metadata, value.revision) == (b"new!", {"b": 2}, revision + 1)
+        assert recorder.modifications() == [("store_update", "k", {"b": 2})]
+        # the hinted PUT was refused (If-None-Match), then the usual read and If-Match PUT
+        names = s3._naming.names("k")
+        assert made == [("PutObject", names.data), ("PutObject", names.metadata), ("GetObject", names.metadata),
+                        ("PutObject", names.metadata)]
+        # a hint is for the next write of that key only
+        s3._expect_new("other")
+        s3.set("k", (b"again", {}))
+        s3.set("other", (b"1", {}))
+        assert s3.to_bytes("k") == b"again" and s3.to_bytes("other") == b"1"
+
+
+class CorruptingS3Store(kvstore.S3Store):
+    """Stores every value with its last byte flipped: what it holds is not what was sent."""
+
+    def set(self, key: str, value: Any, buffer_size: int = 1048576) -> None:
+        stream, metadata = value
+        data = bytearray(stream.read())
+        if data:
+            data[-1] ^= 1
+        super().set(key, (bytes(data), metadata), buffer_size)
+
+
+def test_what_an_s3_destination_committed_is_verified(s3_client: Any, s3_bucket: str) -> None:
+    with kvstore.MemoryStore() as src, CorruptingS3Store(s3_bucket, "bad", client=s3_client) as dst:
+        src.set("k", (b"payload", {}))
+        src.set("empty", (b"", {}))
+        report = kvstore.sync(src, dst, retries=1, backoff=FAST)
+        assert report.failed == ["k"] and report.done == ["empty"]
+        assert "ChecksumError" in report.errors["k"] and "does not match" in report.errors["k"]
+
+
+class OverwrittenS3Store(kvstore.S3Store):
+    """A destination whose key ``victim`` another writer overwrites (same size, other
+    bytes) right after this store's first write of it."""
+
+    victim = "data/04"
+    other: kvstore.S3Store
+
+    def set(self, key: str, value: Any, buffer_size: int = 1048576) -> None:
+        super().set(key, value, buffer_size)
+        if key == self.victim and not getattr(self, "overwritten", False):
+            self.overwritten = True
+            size = self.stat(key).size
+            self.other.set(key, (b"o" * size, {"by": "other"}))
+
+
+def test_a_key_overwritten_after_its_write_is_caught_by_the_last_listing_and_sent_again(
+        tmp_path: Path, s3_client: Any, s3_bucket: str) -> None:
+    state = tmp_path / "state.json"
+    with kvstore.MemoryStore() as src, OverwrittenS3Store(s3_bucket, "ow", client=s3_client) as dst, \
+            kvstore.S3Store(s3_bucket, "ow", client=s3_client) as other:
+        dst.other = other
+        values = populate(src, 6)
+        report = kvstore.sync(src, dst, retries=2, backoff=FAST, state=state)
+        assert report.ok and report.done == sorted(values) and contents(dst) == values
+        assert report.bytes == sum(len(v[0]) for v in values.values())
+        recorded = decode_state(state.read_bytes())["keys"]
+        assert recorded["data/04"]["attempts"] == 2 and recorded["data/04"]["state"] == "done"
+        assert {v["attempts"] for k, v in recorded.items() if k != "data/04"} == {1}
+        # with no attempt left, the key is failed
+        other.set("data/04", (b"o", {}))
+        del dst.overwritten
+        report = kvstore.sync(src, dst, retries=0, backoff=FAST)
+        assert report.failed == ["data/04"] and "does not hold what was written" in report.errors["data/04"]
 
 
 # ---------------------------------------------------------------- faults

@@ -21,6 +21,8 @@ class Plan:
     key: str
     kind: str
     stat: KeyStat
+    #: the destination's listing showed no such key: its first write is hinted as a new key's
+    fresh: bool = False
 
 
 def verdict(ours: KeyStat, theirs: Optional[KeyStat], hash_source: Callable[[], str],

@@ -7,7 +7,7 @@ import concurrent.futures
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 from .._checksum import Crc32, KeyStat
 from .._progress import _Progress
@@ -48,15 +48,22 @@ class _Sync:
         self._shown: Dict[str, int] = {}
         # keys are copied by the destination's service itself (two S3Stores of one service)
         self.server_side = destination._can_copy_from(source)
+        # key -> (size, token) from one listing of the destination; None: stat() per key
+        self.listing: Optional[Dict[str, Tuple[int, str]]] = None
+        # keys whose write was checked against what the destination's commit said it wrote:
+        # key -> ((size, token) a listing must show, attempts so far, its plan)
+        self._unconfirmed: Dict[str, Tuple[Tuple[int, str], int, Plan]] = {}
+        self._sent: Dict[str, int] = {}
 
     # ------------------------------------------------------------ outcome bookkeeping
 
     def _outcome(self, key: str, state: str, *, attempts: Optional[int] = None, message: Optional[str] = None,
-                 source: Optional[Dict[str, Any]] = None, nbytes: int = 0) -> None:
+                 source: Optional[Dict[str, Any]] = None, nbytes: int = 0, token: Optional[str] = None) -> None:
         with self._lock:
             if state == "done":
                 self.report.done.append(key)
                 self.report.bytes += nbytes
+                self._sent[key] = nbytes
             elif state == "skipped":
                 self.report.skipped.append(key)
             elif state == "failed":
@@ -64,10 +71,22 @@ class _Sync:
                 self.report.errors[key] = message or "failed"
             elif state == "deleted":
                 self.report.deleted.append(key)
-        self.state.set(key, state, attempts=attempts, message=message, source=source)
+        self.state.set(key, state, attempts=attempts, message=message, source=source, destination=token)
 
-    def _attempts(self, key: str, operation: Callable[[], _T]) -> Tuple[_T, int]:
-        return attempt(operation, self.retries, self.backoff, self.stop)
+    def _retract(self, key: str) -> None:
+        """Take back the ``done`` of ``key`` (its write is to be made again)."""
+        with self._lock:
+            self.report.done.remove(key)
+            self.report.bytes -= self._sent.pop(key, 0)
+
+    def _attempts(self, key: str, operation: Callable[[], _T], tried: int = 0) -> Tuple[_T, int]:
+        """``operation`` with the attempts left after ``tried``; the attempts made in all."""
+        try:
+            result, attempts = attempt(operation, self.retries - tried, self.backoff, self.stop)
+        except Failed as failure:
+            failure.attempts += tried
+            raise
+        return result, attempts + tried
 
     def _hash(self, store: AbstractStore, key: str) -> str:
         """Read the data of ``key`` to compute its checksum (the cost the module docstring
@@ -88,25 +107,39 @@ class _Sync:
     # ------------------------------------------------------------ step 1: compare
 
     def _compare(self, key: str) -> Optional[Plan]:
-        """None when the key is to be left alone (its outcome recorded), else its plan."""
-        def look() -> Tuple[str, KeyStat]:
+        """None when the key is to be left alone (its outcome recorded), else its plan.
+
+        With a listing of the destination, a key it lacks (or lists with another size) is
+        to be sent and one the state file recorded with the token the listing shows, its
+        source unchanged, is skipped: neither costs a request to the destination. Without a
+        listing a key recorded with an unchanged source is skipped unlooked-at."""
+        listing = self.listing
+
+        def look() -> Tuple[str, KeyStat, Optional[str]]:
             try:
                 ours = self.source.stat(key)
             except KeyError:
                 raise Vanished() from None
+            listed = listing.get(key) if listing is not None else None
             recorded = self.state.get(key)
             if recorded is not None and recorded.get("state") in ("done", "skipped") and \
                     same_source(recorded.get("source"), self._fingerprint_of(ours)):
-                return "resumed", ours
+                if listing is None:
+                    return "resumed", ours, recorded.get("destination")
+                if listed is not None and listed == (ours.size, recorded.get("destination")):
+                    return "resumed", ours, listed[1]
+            if listing is not None and (listed is None or listed[0] != ours.size):
+                return ("fresh" if listed is None else "send"), ours, None
             try:
                 theirs: Optional[KeyStat] = self.destination.stat(key)
             except KeyError:
                 theirs = None
             return verdict(ours, theirs, lambda: self._hash(self.source, key),
-                           lambda: self._hash(self.destination, key), self.dry_run), ours
+                           lambda: self._hash(self.destination, key), self.dry_run), ours, \
+                theirs.token if theirs is not None else None
 
         try:
-            (kind, found), attempts = self._attempts(key, look)
+            (kind, found, token), attempts = self._attempts(key, look)
         except Vanished:
             self._outcome(key, "skipped", message="vanished from the source")
             return None
@@ -114,15 +147,18 @@ class _Sync:
             self._outcome(key, "failed", attempts=failure.attempts, message=failure.message)
             return None
         if kind in ("skip", "resumed"):
-            self._outcome(key, "skipped", attempts=attempts, source=self._fingerprint_of(found))
+            self._outcome(key, "skipped", attempts=attempts, source=self._fingerprint_of(found), token=token)
             return None
+        fresh = kind == "fresh"
+        if fresh:
+            kind = "send"
         if self.dry_run:
             self._outcome(key, "done", nbytes=0)
             with self._lock:
                 self.report.total_bytes += found.size if kind == "send" else 0
             return None
         self.state.set(key, "pending")
-        return Plan(key, kind, found)
+        return Plan(key, kind, found, fresh)
 
     @staticmethod
     def _fingerprint_of(found: KeyStat) -> Dict[str, Any]:
@@ -142,10 +178,22 @@ class _Sync:
                 self._shown[key] = target
                 progress.advance(target - shown)
 
-    def _transfer(self, plan: Plan) -> None:
+    def _transfer(self, plan: Plan, tried: int = 0) -> None:
+        """Send ``plan``'s key, with the attempts left after ``tried``."""
         key = plan.key
+        hint = [plan.fresh and not tried]  # only the first write is hinted as a new key's
+        written: List[Optional[KeyStat]] = [None]  # what the last write's commit said it wrote
 
-        def send() -> Tuple[int, Dict[str, Any]]:
+        def write(operation: Callable[[], None]) -> None:
+            destination = self.destination
+            destination._written_stat(key)  # nothing left from an earlier write
+            if hint[0]:
+                hint[0] = False
+                destination._expect_new(key)
+            operation()
+            written[0] = destination._written_stat(key)
+
+        def send() -> Tuple[int, Dict[str, Any], Optional[str]]:
             try:
                 value = self.source.get(key)
             except KeyError:
@@ -153,57 +201,97 @@ class _Sync:
             reader = SourceReader(value.data, lambda n: self._advance(key, n), self.stop)
             metadata = value.metadata
             try:
-                self.destination.set(key, (reader, metadata), self.buffer_size)
+                write(lambda: self.destination.set(key, (reader, metadata), self.buffer_size))
             except KeyError:
                 raise Vanished() from None  # the source's stream found its key gone
             if reader.crc.size != value.size:
                 raise ChecksumError(f"{key!r}: read {reader.crc.size} bytes from the source, "
                                     f"its size is {value.size}")
-            self._verify(key, reader.crc.size, reader.crc.text(), metadata)
-            return reader.crc.size, fingerprint(reader.crc.size, reader.crc.text(), metadata, value.modified)
+            token = self._verify(key, reader.crc.size, reader.crc.text(), metadata, written[0])
+            return reader.crc.size, fingerprint(reader.crc.size, reader.crc.text(), metadata, value.modified), token
 
-        def send_metadata() -> Tuple[int, Dict[str, Any]]:
+        def send_metadata() -> Tuple[int, Dict[str, Any], Optional[str]]:
             try:
                 now = self.source.stat(key)
             except KeyError:
                 raise Vanished() from None
             if now.size != plan.stat.size or now.checksum != plan.stat.checksum:
                 return send()  # the source's data changed since it was compared
-            self.destination.set_metadata(key, now.metadata)
-            theirs = self.destination.stat(key)
+            write(lambda: self.destination.set_metadata(key, now.metadata))
+            theirs = written[0] if written[0] is not None else self.destination.stat(key)
             if canonical(theirs.metadata) != canonical(now.metadata):
                 raise ChecksumError(f"{key!r}: the destination's metadata is not the source's after the write")
-            return 0, self._fingerprint_of(now)
+            return 0, self._fingerprint_of(now), self._confirm_later(key, theirs, written[0] is theirs)
 
-        def copy() -> Tuple[int, Dict[str, Any]]:
+        def copy() -> Tuple[int, Dict[str, Any], Optional[str]]:
             try:
-                self.destination._copy_in(self.source, key, key, self.buffer_size)
+                write(lambda: self.destination._copy_in(self.source, key, key, self.buffer_size))
                 now = self.source.stat(key)
             except KeyError:
                 raise Vanished() from None
             checksum = crc_checksum(now.checksum)
             if checksum is None:  # a foreign object: no CRC-32 to check the copy against
                 return send()
-            self._verify(key, now.size, checksum, now.metadata)
+            token = self._verify(key, now.size, checksum, now.metadata, written[0])
             self._advance(key, now.size)
-            return now.size, self._fingerprint_of(now)
+            return now.size, self._fingerprint_of(now), token
 
         operation = send_metadata if plan.kind == "metadata" else copy if self.server_side else send
         self.state.set(key, "transferring")
         try:
-            (nbytes, seen), attempts = self._attempts(key, operation)
+            (nbytes, seen, token), attempts = self._attempts(key, operation, tried)
         except Vanished:
             self._outcome(key, "skipped", message="vanished from the source")
         except Failed as failure:
             self._outcome(key, "failed", attempts=failure.attempts, message=failure.message)
         else:
-            self._outcome(key, "done", attempts=attempts, source=seen, nbytes=nbytes)
+            with self._lock:
+                entry = self._unconfirmed.get(key)
+                if entry is not None:  # the listing's check counts as one more attempt
+                    self._unconfirmed[key] = (entry[0], attempts, plan)
+            self._outcome(key, "done", attempts=attempts, source=seen, nbytes=nbytes, token=token)
         self._advance(key, self._planned.get(key, 0))  # whatever happened, this key is over
 
-    def _verify(self, key: str, size: int, checksum: str, metadata: Dict[str, Any]) -> None:
-        """The destination holds what was sent: size, metadata and checksum."""
+    def _confirm_later(self, key: str, theirs: KeyStat, from_commit: bool) -> Optional[str]:
+        """``theirs``' token; a stat the destination's commit gave (``from_commit``) is
+        to be confirmed by the listing after the transfers (:meth:`_confirm`)."""
+        if from_commit and theirs.token is not None and self.listing is not None:
+            with self._lock:
+                self._unconfirmed[key] = ((theirs.size, theirs.token), 0, Plan(key, "send", theirs))
+        else:
+            with self._lock:
+                self._unconfirmed.pop(key, None)
+        return theirs.token
+
+    def _confirm(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        """Check the writes that were verified from their commits against one listing of the
+        destination (its own word, as a stat would give it, for all keys at once): a key it
+        shows otherwise (overwritten meanwhile, its data object not of its size) is sent
+        again, as a failed attempt."""
+        while self._unconfirmed and not self.stop.is_set():
+            unconfirmed, self._unconfirmed = self._unconfirmed, {}
+            listing = self.destination._sync_listing(self.pattern) or {}
+            again = []
+            for key, (seen, attempts, plan) in sorted(unconfirmed.items()):
+                if listing.get(key) == seen:
+                    continue
+                self._retract(key)
+                message = (f"ChecksumError: {key!r}: the destination does not hold what was written "
+                           f"(listed {listing.get(key)}, written {seen})")
+                if attempts > self.retries:
+                    self._outcome(key, "failed", attempts=attempts, message=message)
+                else:
+                    self.state.set(key, "pending", attempts=attempts, message=message)
+                    again.append((plan, attempts))
+            each(pool, self.stop, lambda item: self._transfer(*item), again)
+
+    def _verify(self, key: str, size: int, checksum: str, metadata: Dict[str, Any],
+                written: Optional[KeyStat] = None) -> Optional[str]:
+        """The destination holds what was sent: size, metadata and checksum, as its stat
+        says, or as its commit said (``written``: confirmed by a listing at the end). The
+        destination's token of the key."""
         try:
-            theirs = self.destination.stat(key)
+            theirs = written if written is not None else self.destination.stat(key)
         except KeyError:
             raise ChecksumError(f"{key!r} is missing from the destination after its write") from None
         if theirs.size != size:
@@ -216,6 +304,7 @@ class _Sync:
         if stored != checksum:
             raise ChecksumError(f"{key!r}: the destination's data does not match the source's "
                                 f"({stored} != {checksum})")
+        return self._confirm_later(key, theirs, written is not None)
 
     # ------------------------------------------------------------ step 3: delete
 
@@ -244,6 +333,7 @@ class _Sync:
     def run(self) -> SyncReport:
         started = time.monotonic()
         keys = sorted(self.source.glob(self.pattern))
+        self.listing = self.destination._sync_listing(self.pattern)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kvstore-sync")
         progress: Optional[_Progress] = None
         try:
@@ -254,6 +344,7 @@ class _Sync:
                 self.report.total_bytes = total
                 progress = self._progress = _Progress(self.destination, self.pattern, "sync", total)
             each(pool, self.stop, self._transfer, plans)
+            self._confirm(pool)
             if self.delete:
                 present = set(keys)
                 extra = [k for k in sorted(self.destination.glob(self.pattern)) if k not in present]

@@ -69,7 +69,12 @@ def same_source(recorded: Any, now: Dict[str, Any]) -> bool:
 
 
 class StateFile:
-    """Per-key states kept in memory and written to ``path`` atomically as they change."""
+    """Per-key states kept in memory and written to ``path`` atomically as they change.
+
+    A write takes a snapshot of the document under the lock and writes it (file, fsync,
+    rename) outside it, one writer at a time: the workers recording states never wait for
+    a disk's fsync, and a snapshot is never older than the one written before it.
+    """
 
     #: at most one write of the file per this many seconds while the run goes on
     interval = 0.25
@@ -79,6 +84,7 @@ class StateFile:
         self.path = path
         self.writable = writable and path is not None
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # held while a snapshot goes to disk
         self._written = 0.0
         self._dirty = False
         self.keys: Dict[str, Dict[str, Any]] = {}
@@ -98,30 +104,60 @@ class StateFile:
             return dict(entry) if entry is not None else None
 
     def set(self, key: str, state: str, *, attempts: Optional[int] = None, message: Optional[str] = None,
-            source: Optional[Dict[str, Any]] = None) -> None:
+            source: Optional[Dict[str, Any]] = None, destination: Optional[str] = None) -> None:
+        """Record ``key``'s ``state``; ``source`` is the fingerprint of the source it matched
+        and ``destination`` the token of the destination's key (:attr:`KeyStat.token`), once
+        done or skipped."""
         with self._lock:
             entry = self.keys.setdefault(key, {"attempts": 0})
+            before = dict(entry)
             entry["state"] = state
             if attempts is not None:
                 entry["attempts"] = attempts
             entry["message"] = message
             if source is not None:
                 entry["source"] = source
+                if destination is not None:
+                    entry["destination"] = destination
+                else:
+                    entry.pop("destination", None)
             elif state not in ("done", "skipped"):
                 entry.pop("source", None)
+                entry.pop("destination", None)
+            if entry == before:
+                return
             self._dirty = True
-            if time.monotonic() - self._written >= self.interval:
-                self._flush()
+            due = time.monotonic() - self._written >= self.interval
+        if due:
+            self._flush(wait=False)
 
     def flush(self) -> None:
-        with self._lock:
-            self._flush()
+        """Write the document now (waiting for a write under way)."""
+        self._flush(wait=True)
 
-    def _flush(self) -> None:
-        if not self.writable or not self._dirty:
+    def _flush(self, wait: bool) -> None:
+        if not self.writable:
             return
+        if not self._writing.acquire(blocking=wait):
+            return  # another thread is writing; a later write or the last one takes ours
+        try:
+            with self._lock:
+                if not self._dirty:
+                    return
+                data = encode_state({**self._document, "keys": self.keys})
+                self._dirty = False
+                self._written = time.monotonic()
+            try:
+                self._write(data)
+            except BaseException:
+                with self._lock:
+                    self._dirty = True
+                raise
+        finally:
+            self._writing.release()
+
+    def _write(self, data: bytes) -> None:
         assert self.path is not None
-        data = encode_state({**self._document, "keys": self.keys})
         directory = os.path.dirname(os.path.abspath(self.path))
         tmp = os.path.join(directory, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.tmp")
         try:
@@ -136,5 +172,3 @@ class StateFile:
             except OSError:
                 pass
             raise
-        self._dirty = False
-        self._written = time.monotonic()

@@ -57,21 +57,23 @@ class KernelCopies:
             return super()._copy(src, dst, buffer_size, if_revision)  # type: ignore[misc]  # AbstractStore's
         op = WriteOp("write", dst, if_revision=if_revision)
         try:
-            op.data, op.data_tmp, op.meta_text = self._snapshot(src, dst, buffer_size)
+            op.data, op.data_tmp, op.meta_text, op.data_crc32 = self._snapshot(src, dst, buffer_size)
             op.metadata = json.loads(op.meta_text)
             return self._submit(op)
         except BaseException:
             unlink(op.data_tmp)
             raise
 
-    def _snapshot(self, src: str, dst: str, buffer_size: int) -> tuple[bytes | None, str | None, str]:
-        """(inline data, or None and a temporary copy of the data file; metadata text) of
-        ``src`` as one commit left it. KeyError if missing."""
+    def _snapshot(self, src: str, dst: str, buffer_size: int) -> tuple[bytes | None, str | None, str, int | None]:
+        """(inline data, or None and a temporary copy of the data file; metadata text; the
+        CRC-32 the index keeps of that file, None when it has none) of ``src`` as one commit
+        left it. KeyError if missing. (The kernel copies the bytes without this process
+        seeing them: the copy's checksum is the source's, read under the same lock.)"""
         row = self._index.inline(src)
         if row is None:
             raise KeyError(src)
         if row[3] is not None:
-            return row[3], None, row[0]
+            return row[3], None, row[0], None
         # As in _get: under the shared lock the row and the file opened are of one commit.
         with self._lock.shared:
             full = self._index.full(src)
@@ -79,7 +81,9 @@ class KernelCopies:
                 raise KeyError(src)
             text, _, _, row_path, data, _ = full
             if data is not None:
-                return data, None, text
+                return data, None, text, None
+            stat = self._index.stat(src)
+            crc = stat[4] if stat is not None else None
             try:
                 fd = os.open(key_paths(self.path, src, row_path)[0], os.O_RDONLY)
             except (FileNotFoundError, NotADirectoryError):
@@ -94,7 +98,7 @@ class KernelCopies:
                 tmp = self._tmp.new(fill)
         finally:
             os.close(fd)
-        return None, tmp, text
+        return None, tmp, text, crc
 
     #: how copy() copies a data file (a static method: tests interpose on it)
     _kernel_copy = staticmethod(kernel_copy)

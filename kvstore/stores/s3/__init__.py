@@ -42,7 +42,10 @@ drawn at random for each commit: two commits of equal metadata naming different 
 share an ETag (JSON ignores the blanks). A conditional PUT that fails means another writer
 committed meanwhile: the metadata is read again and the write retried (so
 ``update_metadata`` loses no concurrent update), unless a later upload has already replaced
-our data, in which case our write has been overtaken (last writer wins). This relies on the
+our data, in which case our write has been overtaken (last writer wins). A write hinted as that of a
+new key (``kvstore.sync``, for a key its listing lacked) skips the read of the metadata
+object and PUTs it with ``If-None-Match: *`` at once; if the key exists after all, that PUT
+fails and the write goes on as any other. This relies on the
 service applying a conditional PUT atomically, as S3 does; moto's server checks and writes
 in two steps, so under heavy contention between instances it can let a lost update through
 (threads of one instance also take turns per key, so they never do).
@@ -98,7 +101,9 @@ prefix; ``glob`` (for the keys whose names match) and ``query`` fetch the metada
 ``max_workers`` at once as the listing's pages arrive, skipping (with a warning) any they
 cannot read, in a thread pool that is joined before they return. A key whose metadata
 object is unreadable is so left out of both (API.md, Faults), at the price of one GET per
-key ``glob`` returns.
+key ``glob`` returns. ``kvstore.sync`` asks for a listing with each key's data size and
+metadata ETag (``_sync_listing``): the pages alone, no request per key (but a long key's
+HEAD).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import fnmatch
+import json
 import logging
 import sys
 import threading
@@ -19,7 +21,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote
 
 from ..._checksum import KeyStat, crc32_text
-from ..._keys import literal_prefix, matches
+from ..._keys import DATA_SUFFIX, literal_prefix, matches
 from ..._optional import require
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
@@ -94,6 +96,9 @@ class S3Store(ServerSideCopies, AbstractStore):
     snapshot_max = 1024 * 1024
     stream_buffer = 256 * 1024
     lock_stripes = 64
+    #: connections the client it makes keeps at most (never fewer than the store's own
+    #: thread pools use, plus 2): enough for kvstore.sync's workers, each sending a part
+    max_pool_connections = 32
     #: values above this size are copied server-side in parts (UploadPartCopy), not with
     #: one CopyObject: S3's limit (5 GiB); a test lowers it
     copy_max = COPY_MAX
@@ -119,6 +124,8 @@ class S3Store(ServerSideCopies, AbstractStore):
         self._reads: Reads = None  # type: ignore[assignment]  # made on connect
         self._uploads: Uploads = None  # type: ignore[assignment]
         self._locks = [threading.Lock() for _ in range(self.lock_stripes)]
+        # per thread: the key kvstore.sync expects to be new, and what the last commit wrote
+        self._sync_hints = threading.local()
 
     @classmethod
     def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> S3Store:
@@ -146,7 +153,7 @@ class S3Store(ServerSideCopies, AbstractStore):
         session = boto3.session.Session(**self.options.session_args(credentials))
         config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": self.options.max_attempts},
-            max_pool_connections=max(10, self.upload_workers, self.max_workers) + 2)
+            max_pool_connections=max(self.max_pool_connections, self.upload_workers, self.max_workers) + 2)
         with self._errors():
             return session.client("s3", config=config, **self.options.client_args())
 
@@ -239,9 +246,9 @@ class S3Store(ServerSideCopies, AbstractStore):
             raise KeyError(key)
         ref = current.ref
         if ref.write is None or ref.crc32 is None or ref.size is None:
-            return super()._stat(key)
+            return dataclasses.replace(super()._stat(key), token=current.etag)
         return KeyStat(size=ref.size, checksum=crc32_text(ref.crc32), metadata=current.metadata,
-                       modified=current.modified)
+                       modified=current.modified, token=current.etag)
 
     def _exists(self, key: str) -> bool:
         return self._reads.head(self._naming.names(key).metadata) is not None
@@ -254,25 +261,66 @@ class S3Store(ServerSideCopies, AbstractStore):
 
     def _list(self, prefix: str) -> Iterator[str]:
         """The names of the objects under ``prefix``, page by page as they come."""
+        return (obj["Key"] for obj in self._list_objects(prefix))
+
+    def _list_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """The listed objects (``Key``, ``Size``, ``ETag``, ...) under ``prefix``."""
         with self._errors():
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                yield from (obj["Key"] for obj in page.get("Contents", ()))
+                yield from page.get("Contents", ())
 
-    def _metadata_names(self, prefix: str) -> Iterator[str]:
-        """The metadata objects of the keys that may start with ``prefix``: those under the
-        prefixes that hold them, then the long-key area (its keys are known only from their
-        metadata objects' headers)."""
+    def _areas(self, prefix: str) -> list[str]:
+        """The S3 prefixes that hold the objects of the keys that may start with ``prefix``:
+        those of its escaped forms, then the long-key area (its keys are known only from
+        their metadata objects' headers)."""
         naming = self._naming
         prefixes = naming.list_prefixes(prefix)
-        for s3_prefix in prefixes:
-            yield from filter(naming.is_metadata, self._list(s3_prefix))
         if not any(naming.long_area.startswith(p) for p in prefixes):
-            yield from filter(naming.is_metadata, self._list(naming.long_area))
+            prefixes.append(naming.long_area)
+        return prefixes
+
+    def _metadata_names(self, prefix: str) -> Iterator[str]:
+        """The metadata objects of the keys that may start with ``prefix``."""
+        for s3_prefix in self._areas(prefix):
+            yield from filter(self._naming.is_metadata, self._list(s3_prefix))
 
     def _long_key(self, meta_name: str) -> str | None:
         headers = self._reads.headers(meta_name)
         return None if headers is None else self._naming.long_key_of(meta_name, headers.get(H_KEY))
+
+    def _sync_listing(self, pattern: str) -> dict[str, tuple[int, str]]:
+        """key -> (size of its data object, ETag of its metadata object) from the listing's
+        pages alone (a long key's name costs a HEAD of its metadata object, as in glob); a
+        key whose data object is not listed gets size -1, which no source size matches."""
+        naming = self._naming
+        sizes: dict[str, int] = {}
+        tokens: dict[str, str] = {}
+        for s3_prefix in self._areas(literal_prefix(pattern)):
+            for obj in self._list_objects(s3_prefix):
+                name = obj["Key"]
+                if naming.is_metadata(name):
+                    tokens[name] = obj["ETag"]
+                elif name.endswith(DATA_SUFFIX):
+                    sizes[name] = int(obj["Size"])
+        listed = {}
+        for name, token in tokens.items():
+            key = self._long_key(name) if naming.is_long(name) else naming.key_of(name)
+            if key is not None and naming.names(key).metadata == name:
+                listed[key] = (sizes.get(naming.names(key).data, -1), token)
+        return listed
+
+    def _expect_new(self, key: str) -> None:
+        self._sync_hints.new = key
+
+    def _written_stat(self, key: str) -> KeyStat | None:
+        written = getattr(self._sync_hints, "written", None)
+        self._sync_hints.written = None
+        if written is None or written[0] != key:
+            return None
+        _, ref, metadata, modified, token = written
+        return KeyStat(size=ref.size, checksum=crc32_text(ref.crc32), metadata=json.loads(metadata),
+                       modified=modified, token=token)
 
     def _history(self, key: str) -> list[Change]:
         return read_history(self._client, self.bucket, self._errors, key, self._naming.names(key).metadata)
@@ -387,19 +435,27 @@ class S3Store(ServerSideCopies, AbstractStore):
         conditional on that object (If-Match / If-None-Match): across hosts, the check and
         the write are one step.
         """
+        # A key a listing has just shown missing (kvstore.sync's hint) is first tried as a
+        # new key without reading its metadata object: If-None-Match keeps that right when
+        # it exists after all (the PUT fails and the usual read-and-retry goes on).
+        fresh = getattr(self._sync_hints, "new", None) == key and expected is None
+        self._sync_hints.new = None
+        self._sync_hints.written = None
         with self._lock_for(key):
             for _ in range(self.commit_attempts):
-                change = self._try_commit(key, names, has_data, uploads, metadata, update, expected)
+                change = self._try_commit(key, names, has_data, uploads, metadata, update, expected, fresh)
                 if change is not None:
                     return change
+                fresh = False
         raise StoreError(f"could not commit {key!r}: its metadata changed {self.commit_attempts} "
                          f"times while this write was retried")
 
     def _try_commit(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                     metadata: dict[str, Any] | None, update: dict[str, Any] | None,
-                    expected: int | None = None) -> Change | None:
-        """One conditional metadata PUT: the change, or None when another writer came first."""
-        current = self._current_for_write(key, names, metadata)
+                    expected: int | None = None, fresh: bool = False) -> Change | None:
+        """One conditional metadata PUT: the change, or None when another writer came first
+        (``fresh``: the key is taken to be new, unread; None when it is not)."""
+        current = None if fresh else self._current_for_write(key, names, metadata)
         outcome = plan_write(key, current.metadata if current is not None else None,
                              has_data=has_data, metadata=metadata, update=update,
                              expected=expected, revision=current.revision if current is not None else None)
@@ -416,16 +472,20 @@ class S3Store(ServerSideCopies, AbstractStore):
             # missing=True: an If-Match PUT of a metadata object deleted meanwhile is answered
             # 404, a conflict like any other
             with self._errors(missing=True):
-                self._client.put_object(
+                response = self._client.put_object(
                     Bucket=self.bucket, Key=names.metadata,
                     Metadata=commit_headers(ref, created, now, long_key, revision),
                     Body=metadata_body(outcome.metadata), ContentType="application/json", **condition)
         except (_Conflict, _Missing):
+            if fresh:
+                return None  # it exists: read it, and go on as for any write
             if expected is None and self._overtaken(names, uploads):
                 # A later upload has replaced our data and will commit its own metadata:
                 # ours was overtaken (last writer wins).
                 return change
             return None
+        if ref.crc32 is not None and ref.size is not None and response.get("ETag"):
+            self._sync_hints.written = (key, ref, json.dumps(outcome.metadata), now, response["ETag"])
         return change
 
     def _current_for_write(self, key: str, names: ObjectNames, metadata: dict[str, Any] | None) -> Meta | None:
