@@ -59,6 +59,15 @@ def test_a_copy_of_a_big_value_keeps_its_checksum_in_the_index(tmp_path: Any) ->
         assert store.checksum("dst") == f"crc32:{zlib.crc32(data):08x}"
 
 
+def test_a_moved_big_value_keeps_its_checksum_in_the_index(tmp_path: Any) -> None:
+    # The move renames the data file: its CRC-32 goes with it.
+    with _store(tmp_path) as store:
+        data = os.urandom(BIG)
+        store.set("src", (data, {}))
+        store.move("src", "dst")
+        assert store.checksum("dst") == f"crc32:{zlib.crc32(data):08x}"
+
+
 def test_copy_falls_back_to_reflink_then_to_reading(tmp_path: Any, monkeypatch: Any) -> None:
     import fcntl
 

@@ -173,9 +173,10 @@ class Plan:
 
 
 def resolve_move(op: WriteOp, row: Row | None, contents: tuple[bytes | None, str] | None,
-                 root: str) -> WriteOp:
-    """The write a move's ``op`` stands for, given the committed ``row`` and ``contents``
-    (inline data, metadata text) of its source ``op.move_from``. Pure.
+                 root: str, crc32: int | None = None) -> WriteOp:
+    """The write a move's ``op`` stands for, given the committed ``row``, ``contents``
+    (inline data, metadata text) and data ``crc32`` (None: unknown) of its source
+    ``op.move_from``. Pure.
 
     Raises
     ------
@@ -191,6 +192,7 @@ def resolve_move(op: WriteOp, row: Row | None, contents: tuple[bytes | None, str
         out.data = data if data is not None else b""
     else:
         out.data_file = key_paths(root, src, row[1])[0]
+        out.data_crc32 = crc32  # the file is renamed: its checksum goes with it
     return out
 
 
@@ -436,7 +438,8 @@ class Committer:
                 if op.if_revision is not None and op.key not in revisions:
                     revisions[op.key] = self._index.revision(conn, op.key)
             ops = [op if op.move_from is None else
-                   resolve_move(op, rows[op.move_from], self._index.contents(conn, op.move_from), self._root)
+                   resolve_move(op, rows[op.move_from], self._index.contents(conn, op.move_from), self._root,
+                                self._index.crc32(conn, op.move_from))
                    for op in ops]
             # Above every journal row and the journal's floor (raised to the sequence mark
             # when a rebuild started an empty journal), so sequences never go backwards. The

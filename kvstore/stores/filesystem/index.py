@@ -357,6 +357,14 @@ class Index:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
+    def crc32(self, conn: sqlite3.Connection, key: str) -> int | None:
+        """The CRC-32 of ``key``'s data recorded in the index (None: unknown or missing)."""
+        try:
+            row = conn.execute("SELECT crc32 FROM keys WHERE key=?", (key,)).fetchone()
+            return None if row is None else row[0]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
     def contents(self, conn: sqlite3.Connection, key: str) -> tuple[bytes | None, str] | None:
         """(inline data or None, metadata text) of ``key``: what its in-place file writes write."""
         try:
