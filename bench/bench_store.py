@@ -2,8 +2,10 @@
 
 Prints figures and ratios (ratios are what to quote: these machines are shared and noisy):
 
-* set / get of 100-byte values with small metadata at N keys, both into an empty store
-  (new keys) and over existing keys: kvstore, encore 0.8.0's FileSystemStore
+* set / get of 100-byte values with small metadata at N keys, into an empty store (new
+  keys), over existing keys with the same values, and over them with changed values and
+  metadata (every peer rewrites its files then; kvstore leaves alone a file whose content
+  a write would not change): kvstore, encore 0.8.0's FileSystemStore
   (non-atomic), diskcache, the floor of plain Python writing two temp files + rename per
   set, and encore's file work alone (two plain writes per set), with what kvstore and
   encore each add to it for a new key;
@@ -40,6 +42,7 @@ from kvstore._progress import _Progress  # noqa: E402
 from kvstore._value import Change  # noqa: E402
 
 VALUE = b"v" * 100
+CHANGED = b"w" * 100  # a changed value: "set changed" writes it with the next key's metadata
 
 
 def _md(i):
@@ -62,10 +65,11 @@ class Peer:
 class EncoreAPI(Peer):
     """A store with encore.storage's API: kvstore's and encore's are driven the same way."""
 
-    def set(self, n):
+    def set(self, n, shift=0):
         s = self.s
+        value = CHANGED if shift else VALUE
         for i in range(n):
-            s.set(f"k{i}", (io.BytesIO(VALUE), _md(i)))
+            s.set(f"k{i}", (io.BytesIO(value), _md(i + shift)))
 
     def query_one(self, i):
         return list(self.s.query_keys(i=i))
@@ -121,10 +125,11 @@ class DiskCache(Peer):
 
         self.s = diskcache.Cache(os.path.join(root, "dc"))
 
-    def set(self, n):
+    def set(self, n, shift=0):
         s = self.s
+        value = CHANGED if shift else VALUE
         for i in range(n):
-            s.set(f"k{i}", (VALUE, _md(i)))
+            s.set(f"k{i}", (value, _md(i + shift)))
 
     def get(self, n):
         s = self.s
@@ -142,11 +147,12 @@ class Raw(Peer):
         self.dir = os.path.join(root, "raw")
         os.makedirs(os.path.join(self.dir, "tmp"))
 
-    def set(self, n):
+    def set(self, n, shift=0):
         d = self.dir
+        value = CHANGED if shift else VALUE
         for i in range(n):
-            md = json.dumps(_md(i)).encode()
-            for suffix, payload in ((".data", VALUE), (".metadata", md)):
+            md = json.dumps(_md(i + shift)).encode()
+            for suffix, payload in ((".data", value), (".metadata", md)):
                 tmp = f"{d}/tmp/{i}{suffix}"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 os.write(fd, payload)
@@ -173,12 +179,13 @@ class Creates(Raw):
         self.dir = os.path.join(root, "plain")
         os.makedirs(self.dir)
 
-    def set(self, n):
+    def set(self, n, shift=0):
         d = self.dir
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        value = CHANGED if shift else VALUE
         for i in range(n):
-            md = json.dumps(_md(i)).encode()
-            for suffix, payload in ((".data", VALUE), (".metadata", md)):
+            md = json.dumps(_md(i + shift)).encode()
+            for suffix, payload in ((".data", value), (".metadata", md)):
                 fd = os.open(f"{d}/k{i}{suffix}", flags, 0o644)
                 os.write(fd, payload)
                 os.close(fd)
@@ -192,32 +199,34 @@ def _settle(seconds=3.0):
 
 def bench_small(root, n, repeats):
     print(f"\n== set / get of 100-byte values with small metadata, N={n:,} (best of {repeats}) ==")
-    print("set new: N keys written into an empty store; set over: the same N keys written again")
+    print("set new: N keys written into an empty store; set over: the same N keys written again "
+          "(the same values); set changed: then each with a new value and new metadata")
     peers = (KV, Encore, DiskCache, Raw, Creates)
-    runs = {cls.name: ([], [], []) for cls in peers}
+    runs = {cls.name: ([], [], [], []) for cls in peers}
     # Rounds interleave the peers, so that the disk's slow spells (they last seconds
     # here, after a big delete) do not all fall on one of them.
     for _ in range(repeats):
         for cls in peers:
             sub = tempfile.mkdtemp(dir=root)
             peer = cls(sub)
-            news, overs, gets = runs[cls.name]
+            news, overs, changes, gets = runs[cls.name]
             news.append(timed(lambda p=peer: p.set(n), n))
             overs.append(timed(lambda p=peer: p.set(n), n))
+            changes.append(timed(lambda p=peer: p.set(n, 1), n))
             gets.append(timed(lambda p=peer: p.get(n), n))
             shutil.rmtree(sub)
             _settle()
     results = {}
-    for name, (news, overs, gets) in runs.items():
-        results[name] = (min(news), min(overs), min(gets))
-        print(f"{name:22s} set new {min(news):8.1f} µs/op   set over {min(overs):8.1f} µs/op   "
-              f"get {min(gets):8.1f} µs/op")
-    kv_new, kv_over, kv_get = results["kvstore"]
+    for name, (news, overs, changes, gets) in runs.items():
+        results[name] = (min(news), min(overs), min(gets), min(changes))
+        print(f"{name:22s} set new {min(news):7.1f}   set over {min(overs):7.1f}   set changed "
+              f"{min(changes):7.1f}   get {min(gets):6.1f} µs/op")
+    kv_new, kv_over, kv_get, kv_changed = results["kvstore"]
     print("ratios (>1 means kvstore is faster):")
-    for name, (s_new, s_over, g) in results.items():
+    for name, (s_new, s_over, g, s_changed) in results.items():
         if name != "kvstore":
             print(f"  vs {name:20s} set new x{s_new / kv_new:5.2f}   set over x{s_over / kv_over:5.2f}   "
-                  f"get x{g / kv_get:5.2f}")
+                  f"set changed x{s_changed / kv_changed:5.2f}   get x{g / kv_get:5.2f}")
     # A new key costs every store here two new files; what each adds on top of them:
     floor = results[Creates.name][0]
     print(f"set new, above the two plain file writes ({floor:.1f} µs/op of it): "

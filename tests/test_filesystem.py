@@ -371,3 +371,20 @@ def test_a_shorter_value_or_metadata_leaves_no_tail_of_the_longer_one(tmp_path):
         store.set("k", (b"longer again", {"name": "x" * 40}))
         assert (tmp_path / "s" / "k.data").read_bytes() == b"longer again"
         assert json.loads((tmp_path / "s" / "k.metadata").read_bytes()) == {"name": "x" * 40}
+
+
+def test_a_write_of_the_same_content_leaves_the_files_alone(tmp_path):
+    # the journal still records the write (an event, a new revision), the files keep
+    # their inode and modification time: nothing in them would change
+    with kvstore.FileSystemStore(str(tmp_path / "s"), create=True) as store:
+        store.set("k", (b"value", {"n": 1}))
+        data, meta = tmp_path / "s" / "k.data", tmp_path / "s" / "k.metadata"
+        before = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (data, meta)]
+        first = store.get("k").revision
+        store.set("k", (b"value", {"n": 1}))
+        assert store.get("k").revision > first
+        assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (data, meta)] == before
+        store.set("k", (b"value", {"n": 2}))
+        assert data.stat().st_mtime_ns == before[0][1] and json.loads(meta.read_bytes()) == {"n": 2}
+        store.set("k", (b"other", {"n": 2}))
+        assert data.read_bytes() == b"other"

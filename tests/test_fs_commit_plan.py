@@ -133,3 +133,27 @@ def test_file_operations_encode_as_the_journal_lists_them_and_decode_back():
     assert decode_files(text) == ops
     with pytest.raises(ValueError, match="unknown file operation"):
         decode_files('[["chmod", "/s/k.data", null]]')
+
+
+def test_a_first_write_leaves_alone_the_files_it_would_not_change():
+    row = ({"v": 1}, None, True)
+    held = {"k": (b"same", '{"v": 1}')}
+    # the same bytes and the same metadata text: nothing to write
+    op = WriteOp("write", "k", data=b"same", metadata={"v": 1}, meta_text='{"v": 1}')
+    assert plan_commit([op], {"k": row}, ROOT, held=held).files == []
+    # new metadata only: the metadata file
+    op = WriteOp("write", "k", data=b"same", metadata={"v": 2}, meta_text='{"v": 2}')
+    assert plan_commit([op], {"k": row}, ROOT, held=held).files == [WriteMeta(f"{ROOT}/k.metadata", "k")]
+    # new bytes only: the data file
+    op = WriteOp("write", "k", data=b"other", metadata={"v": 1}, meta_text='{"v": 1}')
+    assert plan_commit([op], {"k": row}, ROOT, held=held).files == [WriteData(f"{ROOT}/k.data", "k")]
+    # a big value (no inline bytes held) replaced by small bytes: unlinked and written
+    op = WriteOp("write", "k", data=b"same", metadata={"v": 1}, meta_text='{"v": 1}')
+    assert plan_commit([op], {"k": ({"v": 1}, None, False)}, ROOT, held={"k": (None, '{"v": 1}')}).files == [
+        Unlink(f"{ROOT}/k.data"), WriteData(f"{ROOT}/k.data", "k")]
+    # a later write of the key in the same commit: written whatever the files held before
+    ops = [WriteOp("write", "k", data=b"x", metadata={"v": 3}, meta_text='{"v": 3}'),
+           WriteOp("write", "k", data=b"same", metadata={"v": 1}, meta_text='{"v": 1}')]
+    assert plan_commit(ops, {"k": row}, ROOT, held=held).files == [
+        WriteData(f"{ROOT}/k.data", "k"), WriteMeta(f"{ROOT}/k.metadata", "k"),
+        WriteData(f"{ROOT}/k.data", "k"), WriteMeta(f"{ROOT}/k.metadata", "k")]

@@ -127,7 +127,7 @@ def test_a_commit_of_many_file_operations_records_them_done(root, monkeypatch):
         db.close()
         with store.transaction("t"):
             for i in range(15):
-                store.set(f"k{i}", (b"w", {"i": i}))  # 30: still listed
+                store.set(f"k{i}", (b"w", {"w": i}))  # 30: still listed
         assert len(_last_row(root)[1]) == 30
 
     def no_writes(*args, **kwargs):

@@ -197,10 +197,14 @@ def resolve_move(op: WriteOp, row: Row | None, contents: tuple[bytes | None, str
 
 
 def plan_commit(ops: list[WriteOp], rows: Mapping[str, Row | None], root: str,
-                revisions: Mapping[str, int | None] | None = None, first: int = 0) -> Plan:
+                revisions: Mapping[str, int | None] | None = None, first: int = 0,
+                held: Mapping[str, tuple[bytes | None, str]] | None = None) -> Plan:
     """Plan the commit of ``ops`` in order, on top of the keys' committed ``rows`` (None:
     missing; one for each key of ``ops``) and ``revisions``, in the store at ``root``; the
-    commit's changes are to be numbered from ``first`` (one per op). Pure.
+    commit's changes are to be numbered from ``first`` (one per op). ``held``: what the
+    files of (some of) the keys hold, (inline data or None, metadata text), as their index
+    rows say: a first write of a key leaves alone a file whose content it would not change.
+    Pure.
 
     Raises
     ------
@@ -217,7 +221,9 @@ def plan_commit(ops: list[WriteOp], rows: Mapping[str, Row | None], root: str,
             _plan_delete(plan, op, row, root, actual)
             view[op.key] = None
         else:
-            view[op.key] = _plan_write(plan, op, row, root, actual)
+            # what the files hold is known before the commit's first write of the key only
+            files = (held or {}).get(op.key) if op.key not in plan.contents else None
+            view[op.key] = _plan_write(plan, op, row, root, actual, files)
         revision[op.key] = first + i
     return plan
 
@@ -232,7 +238,8 @@ def _plan_delete(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: 
     plan.records.append(Record("delete", op.key, current, dump_json(current), current, KEEP_DATA))
 
 
-def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: int | None) -> Row:
+def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: int | None,
+                files: tuple[bytes | None, str] | None) -> Row:
     current, row_path, inline = row if row is not None else (None, None, False)
     outcome = plan_write(op.key, current, has_data=op.has_data, metadata=op.metadata, update=op.update,
                          expected=op.if_revision, revision=revision)
@@ -249,9 +256,10 @@ def _plan_write(plan: Plan, op: WriteOp, row: Row | None, root: str, revision: i
         if current is not None and not inline:
             # A reader may hold the old (big) file open: it keeps its inode.
             plan.files.append(Unlink(data_path))
-        plan.files.append(WriteData(data_path, op.key))
+        if not (inline and files is not None and files[0] == data):  # else: the same bytes
+            plan.files.append(WriteData(data_path, op.key))
         inline = True
-    if metadata is not current:
+    if metadata is not current and not (files is not None and files[1] == text):
         plan.files.append(WriteMeta(meta_path, op.key))
     kept = plan.contents[op.key][0] if op.key in plan.contents else None
     plan.contents[op.key] = (kept if data is KEEP_DATA else data, text)
@@ -430,11 +438,14 @@ class Committer:
             # exactly what the files hold: plan from it.
             # The conditions are checked here, in the same SQLite transaction as the writes.
             rows: dict[str, Row | None] = {}
+            held: dict[str, tuple[bytes | None, str]] = {}
             revisions: dict[str, int | None] = {}
             for op in ops:
                 for key in (op.key, op.move_from):
                     if key is not None and key not in rows:
-                        rows[key] = self._index.state(conn, key)
+                        rows[key], found = self._index.state_held(conn, key)
+                        if found is not None:
+                            held[key] = found
                 if op.if_revision is not None and op.key not in revisions:
                     revisions[op.key] = self._index.revision(conn, op.key)
             ops = [op if op.move_from is None else
@@ -445,7 +456,7 @@ class Committer:
             # when a rebuild started an empty journal), so sequences never go backwards. The
             # floors are below the newest row whenever there is one: no query then.
             first = self._newest + 1 if self._newest is not None else self._index.next_sequence(conn)
-            plan = plan_commit(ops, rows, self._root, revisions, first)
+            plan = plan_commit(ops, rows, self._root, revisions, first, held)
             # The sequence mark must cover the newest sequence before it is committed.
             self._high_water.cover(first + len(plan.records) - 1)
             todo = self._carried + plan.files

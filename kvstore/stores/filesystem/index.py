@@ -330,13 +330,16 @@ class Index:
     def count(self) -> int:
         return int(self.conn().execute("SELECT count(*) FROM keys").fetchone()[0])
 
-    def state(self, conn: sqlite3.Connection, key: str) -> Row | None:
-        """The committed state of ``key`` for a commit's plan, or None when missing."""
+    def state_held(self, conn: sqlite3.Connection, key: str) -> tuple[Row | None, tuple[bytes | None, str] | None]:
+        """The committed state of ``key`` for a commit's plan (None when missing), and what
+        its files hold (:meth:`contents`), in one query."""
         try:
-            row = conn.execute("SELECT metadata, path, data IS NOT NULL FROM keys WHERE key=?", (key,)).fetchone()
-            return None if row is None else (json.loads(row[0]), row[1], bool(row[2]))
+            row = conn.execute("SELECT metadata, path, data FROM keys WHERE key=?", (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
+        if row is None:
+            return None, None
+        return (json.loads(row[0]), row[1], row[2] is not None), (row[2], row[0])
 
     def revision(self, conn: sqlite3.Connection, key: str) -> int | None:
         """The committed revision of ``key`` (None: missing), for a commit's conditions."""
