@@ -21,7 +21,7 @@ import pytest
 
 from kvstore import open_store
 from kvstore.errors import DiskFullError, JournalGapError, ReadOnlyError, StoreError
-from kvstore.stores.filesystem import FileSystemStore
+from kvstore.stores.filesystem import FileSystemStore, walfiles
 
 
 def _unavailable(reason: str) -> None:
@@ -449,7 +449,7 @@ def test_looking_for_a_lost_log_keeps_this_processs_sqlite_locks(tmp_path):
 
         assert lock() == "held"
         second = FileSystemStore(path)
-        assert second._index.wal_lost() is False
+        assert walfiles.wal_lost(second._index.file) is False
         assert lock() == "held"
     finally:
         first.disconnect()

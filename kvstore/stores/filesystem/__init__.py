@@ -6,7 +6,7 @@ A value bigger than ``FileSystemStore.inline_max`` is first written to a tempora
 ``.kvstore/tmp`` (outside any lock, so readers never wait for a stream; :mod:`.files`); a
 smaller one is kept in memory. Then, holding the store's exclusive lock (``flock`` on
 ``.kvstore/lock``, plus a thread mutex; :mod:`.lock`), one SQLite transaction in
-``.kvstore/index.sqlite`` (WAL mode; :mod:`.index`) records, together:
+``.kvstore/index.sqlite`` (WAL mode; :mod:`.index`, its log files :mod:`.walfiles`) records, together:
 
 * the index rows (``keys``: metadata per key, and the bytes of a small value;
   ``meta``: one row per top-level name (and list element) with its typed value, for indexed

@@ -21,6 +21,7 @@ import sqlite3
 import threading
 
 from ...errors import StoreError
+from . import walfiles
 from .index import Index
 
 log = logging.getLogger("kvstore.filesystem")
@@ -84,7 +85,7 @@ class Checkpointer:
         low = 0 <= self._free < 16 * self.sync_below
         if not low and self._commits % 8:
             return False
-        debt = self._index.wal_size()
+        debt = walfiles.wal_size(self._index.file)
         if debt == 0:
             return False
         try:

@@ -30,7 +30,7 @@ from ...base import Change
 from ...errors import StoreError
 from . import files
 from .checkpoint import Checkpointer
-from .index import KEEP_DATA, Index, Record, Row
+from .index import KEEP_DATA, Committed, Index, Record, Row
 from .lock import StoreLock
 from .sequence import HighWater
 
@@ -312,6 +312,7 @@ def _rename(op: Rename) -> None:
 
 # ------------------------------------------------------------------ the sequence
 
+
 # A commit listing at least this many file operations records, once they are done, that
 # they are (see Committer._mark_done); a smaller one leaves them to be redone, cheaply.
 MARK_DONE_AT = 32
@@ -437,21 +438,25 @@ class Committer:
             # Under the exclusive lock, with earlier commits fully applied, the index says
             # exactly what the files hold: plan from it.
             # The conditions are checked here, in the same SQLite transaction as the writes.
-            rows: dict[str, Row | None] = {}
-            held: dict[str, tuple[bytes | None, str]] = {}
-            revisions: dict[str, int | None] = {}
+            found: dict[str, Committed | None] = {}
             for op in ops:
                 for key in (op.key, op.move_from):
-                    if key is not None and key not in rows:
-                        rows[key], found = self._index.state_held(conn, key)
-                        if found is not None:
-                            held[key] = found
-                if op.if_revision is not None and op.key not in revisions:
-                    revisions[op.key] = self._index.revision(conn, op.key)
-            ops = [op if op.move_from is None else
-                   resolve_move(op, rows[op.move_from], self._index.contents(conn, op.move_from), self._root,
-                                self._index.crc32(conn, op.move_from))
-                   for op in ops]
+                    if key is not None and key not in found:
+                        found[key] = self._index.committed(conn, key)
+            rows = {key: None if c is None else c.row for key, c in found.items()}
+            held = {key: c.held for key, c in found.items() if c is not None}
+            revisions: dict[str, int | None] = {}
+            resolved = []
+            for op in ops:
+                state = found[op.key]
+                if op.if_revision is not None:
+                    revisions[op.key] = None if state is None else state.revision
+                if op.move_from is not None:
+                    src = found[op.move_from]
+                    op = resolve_move(op, rows[op.move_from], held.get(op.move_from), self._root,
+                                      None if src is None else src.crc32)
+                resolved.append(op)
+            ops = resolved
             # Above every journal row and the journal's floor (raised to the sequence mark
             # when a rebuild started an empty journal), so sequences never go backwards. The
             # floors are below the newest row whenever there is one: no query then.

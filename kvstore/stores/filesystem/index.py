@@ -17,19 +17,18 @@ import json
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
 import urllib.parse
-import weakref
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from ..._keys import canonical, dump_json
 from ...errors import DiskFullError, StoreError
 from ...query import Criterion
+from . import walfiles
 from .files import ScannedKey
 from .query import all_meta_rows, meta_rows, plan, prefix_end
 from .schema import DELETE_META, INSERT_META, SCHEMA_VERSION, assign_revisions, ensure_schema
@@ -43,6 +42,15 @@ Row = tuple[dict[str, Any], str | None, bool]
 
 
 KEEP_DATA: Any = object()  # a record that leaves the key's data as it is
+
+
+class Committed(NamedTuple):
+    """A key's committed state, read by a commit in one query."""
+
+    row: Row
+    held: tuple[bytes | None, str]  # what its files hold: (inline data or None, metadata text)
+    revision: int | None
+    crc32: int | None  # of its data (None: not known)
 
 
 @dataclass
@@ -93,28 +101,6 @@ def _sql(func: F) -> F:
 PAGE_SIZE = 1024
 
 
-class _Connection(sqlite3.Connection):
-    """A connection to an index file (``index_file``), known while open: see :func:`_any_open`."""
-
-    index_file = ""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _LIVE.add(self)
-
-    def close(self) -> None:
-        _LIVE.discard(self)
-        super().close()
-
-
-_LIVE: weakref.WeakSet[_Connection] = weakref.WeakSet()
-
-
-def _any_open(file: str) -> bool:
-    """Whether this process has a connection open on the index ``file``."""
-    return any(conn.index_file == file for conn in list(_LIVE))
-
-
 class Index:
     """The index of the store at ``root`` whose own files are in ``internal_dir``."""
 
@@ -150,7 +136,7 @@ class Index:
 
     def _open(self, mode: str) -> sqlite3.Connection:
         conn = sqlite3.connect(self.uri(mode), uri=True, timeout=60, isolation_level=None,
-                               check_same_thread=False, factory=_Connection)
+                               check_same_thread=False, factory=walfiles.Connection)
         conn.index_file = self.file
         return conn
 
@@ -223,44 +209,6 @@ class Index:
 
     # ------------------------------------------------------------ damage and recovery
 
-    def wal_size(self) -> int:
-        """The size of the write-ahead log file (0 when there is none): at least its frames
-        not yet copied into the index file, which is what a checkpoint grows that file by.
-        (Only stat: opening and closing the -wal or -shm file would drop this process's
-        SQLite locks on it; see :func:`_any_open`.)"""
-        try:
-            return os.stat(self.file + "-wal").st_size
-        except OSError:
-            return 0
-
-    def wal_lost(self) -> bool:
-        """Whether the write-ahead log is missing or shorter than the shared-memory index
-        (``-shm``, left by a process that did not close) says, with frames not yet copied
-        into the index file: then the index is older than the files.
-
-        False, unchecked, while a connection of this process is open on the index: closing the
-        file read here would release that connection's locks on it (POSIX locks belong to the
-        process and go with any of its descriptors of the file), and another process could
-        then reset the shared memory under it (a SIGBUS there)."""
-        if _any_open(self.file):
-            return False
-        try:
-            with open(self.file + "-shm", "rb") as f:
-                head = f.read(100)
-            wal_size = os.path.getsize(self.file + "-wal") if os.path.exists(self.file + "-wal") else 0
-        except OSError:
-            return False
-        if len(head) < 100:
-            return False
-        order = "="  # the wal-index is in the writer's native byte order
-        if struct.unpack(order + "I", head[0:4])[0] != 3007000 or not head[12]:
-            return False  # not an initialised wal-index we know
-        page = struct.unpack(order + "H", head[14:16])[0]
-        page = 65536 if page == 1 else page
-        frames = struct.unpack(order + "I", head[16:20])[0]
-        backfilled = struct.unpack(order + "I", head[96:100])[0]
-        return frames > backfilled and wal_size < 32 + frames * (24 + page)
-
     @_sql
     def check(self) -> None:
         """Read every page of the index (SQLite's ``quick_check``); StoreError if damaged."""
@@ -330,24 +278,17 @@ class Index:
     def count(self) -> int:
         return int(self.conn().execute("SELECT count(*) FROM keys").fetchone()[0])
 
-    def state_held(self, conn: sqlite3.Connection, key: str) -> tuple[Row | None, tuple[bytes | None, str] | None]:
-        """The committed state of ``key`` for a commit's plan (None when missing), and what
-        its files hold (:meth:`contents`), in one query."""
+    def committed(self, conn: sqlite3.Connection, key: str) -> Committed | None:
+        """The committed state of ``key`` for a commit's plan and conditions (None: missing)."""
         try:
-            row = conn.execute("SELECT metadata, path, data FROM keys WHERE key=?", (key,)).fetchone()
+            row = conn.execute("SELECT metadata, path, data, revision, crc32 FROM keys WHERE key=?",
+                               (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         if row is None:
-            return None, None
-        return (json.loads(row[0]), row[1], row[2] is not None), (row[2], row[0])
-
-    def revision(self, conn: sqlite3.Connection, key: str) -> int | None:
-        """The committed revision of ``key`` (None: missing), for a commit's conditions."""
-        try:
-            row = conn.execute("SELECT revision FROM keys WHERE key=?", (key,)).fetchone()
-            return None if row is None else row[0]
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+            return None
+        text, path, data, revision, crc = row
+        return Committed((json.loads(text), path, data is not None), (data, text), revision, crc)
 
     def next_sequence(self, conn: sqlite3.Connection) -> int:
         """The sequence the next journal row gets: above every row, the journal's floor and
@@ -357,14 +298,6 @@ class Index:
                 "SELECT max(coalesce((SELECT max(seq) FROM journal), 0), coalesce((SELECT "
                 "max(CAST(value AS INTEGER)) FROM settings WHERE name IN ('journal_floor', "
                 "'revision_floor')), 0)) + 1").fetchone()[0])
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
-
-    def crc32(self, conn: sqlite3.Connection, key: str) -> int | None:
-        """The CRC-32 of ``key``'s data recorded in the index (None: unknown or missing)."""
-        try:
-            row = conn.execute("SELECT crc32 FROM keys WHERE key=?", (key,)).fetchone()
-            return None if row is None else row[0]
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 

@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...errors import StoreError
+from . import walfiles
 from .files import scan, store_error
 from .index import is_damage
 
@@ -55,7 +56,7 @@ class IndexRecovery:
 
     def _connect_writable(self) -> None:
         damaged: StoreError | None = None
-        if self._index.wal_lost():
+        if walfiles.wal_lost(self._index.file):
             damaged = StoreError("its write-ahead log (-wal) is missing: the index is older than the files")
         else:
             try:
