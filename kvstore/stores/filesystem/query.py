@@ -65,17 +65,6 @@ def v_column(value: Any) -> Any:
     return canonical(value).encode("utf-8")
 
 
-def _v_of_text(text: str) -> Any:
-    """The ``v`` column of the value whose canonical JSON text is ``text``."""
-    return v_column(json.loads(text))
-
-
-def _inexact(text: str) -> bool:
-    """Whether SQL may compare the value of canonical ``text`` inexactly (a huge number)."""
-    value = json.loads(text)
-    return type(value) in (int, float) and abs(value) >= EXACT
-
-
 def meta_rows(key: str, name: str, value: Any) -> list[MetaRow]:
     """The meta rows of ``name`` holding ``value`` in ``key``'s metadata."""
     rows: list[MetaRow] = [(name, 0, v_column(value), key)]
@@ -166,36 +155,37 @@ def _bounds(c: Criterion) -> _Bounds | None:
 _SCAN = "SELECT key FROM meta WHERE name=? AND elem="
 
 
-def _values(c: Criterion) -> tuple[int, list[str]] | None:
-    """(elem, canonical texts) of the rows an ``eq``, ``one_of`` or ``contains`` matches,
-    else None."""
+def _operands(c: Criterion) -> tuple[int, list[Any], bool] | None:
+    """(elem, the ``v`` of each value, whether SQL compares them exactly) of the rows an
+    ``eq``, ``one_of`` or ``contains`` matches, else None."""
     kind = type(c)
     if kind is eq:
-        return 0, [c.text or ""]  # type: ignore[attr-defined]
-    if kind is one_of:
-        return 0, sorted(c._set)  # type: ignore[attr-defined]
-    if kind is contains:
-        return 1, [c.element_text]  # type: ignore[attr-defined]
-    return None
-
-
-def _v_params(elem: int, texts: list[str]) -> list[Any]:
-    return [_v_of_text(t) if elem == 0 else t.encode("utf-8") for t in texts]
+        elem, texts = 0, [c.text or ""]  # type: ignore[attr-defined]
+    elif kind is one_of:
+        elem, texts = 0, sorted(c._set)  # type: ignore[attr-defined]
+    elif kind is contains:
+        elem, texts = 1, [c.element_text]  # type: ignore[attr-defined]
+    else:
+        return None
+    values = [json.loads(t) for t in texts]
+    exact = not any(type(v) in (int, float) and abs(v) >= EXACT for v in values)
+    if elem == 0:
+        return elem, [v_column(v) for v in values], exact
+    return elem, [t.encode("utf-8") for t in texts], exact
 
 
 def drive(name: str, c: Criterion) -> tuple[Sql, bool] | None:
     """(the range of the B-tree whose keys are those ``c`` matches, whether exactly so or a
     superset), or None when ``c`` cannot drive (``not_``, ``exists(False)``)."""
-    found = _values(c)
+    found = _operands(c)
     if found is not None:
-        elem, texts = found
-        if not texts:
+        elem, params, exact = found
+        if not params:
             return ("SELECT key FROM meta WHERE 0", []), True
-        exact = not any(_inexact(t) for t in texts)
-        if len(texts) == 1:
-            return (_SCAN + f"{elem} AND v=?", [name, *_v_params(elem, texts)]), exact
-        marks = ",".join("?" * len(texts))
-        return (_SCAN + f"{elem} AND v IN ({marks})", [name, *_v_params(elem, texts)]), exact
+        if len(params) == 1:
+            return (_SCAN + f"{elem} AND v=?", [name, *params]), exact
+        marks = ",".join("?" * len(params))
+        return (_SCAN + f"{elem} AND v IN ({marks})", [name, *params]), exact
     if type(c) is exists:
         if not c.present:  # type: ignore[attr-defined]
             return None
@@ -211,19 +201,16 @@ def check(name: str, c: Criterion, key: str) -> Sql | None:
     """An SQL condition true exactly when ``c`` holds for the key whose SQL expression is
     ``key`` (a seek on the primary key), or None when Python is to check ``c``."""
     negate = type(c) is not_
-    inner = c.criterion if negate else c  # type: ignore[attr-defined]
-    found = _values(inner)
-    if found is None:
+    found = _operands(c.criterion if negate else c)  # type: ignore[attr-defined]
+    if found is None or not found[2]:
         return None
-    elem, texts = found
-    if any(_inexact(t) for t in texts):
-        return None
-    if not texts:
+    elem, params, _ = found
+    if not params:
         return ("1" if negate else "0"), []
-    marks = ",".join("?" * len(texts))
+    marks = ",".join("?" * len(params))
     sql = (f"EXISTS (SELECT 1 FROM meta x WHERE x.name=? AND x.elem={elem} AND x.v IN ({marks}) "
            f"AND x.key={key})")
-    return ("NOT " + sql if negate else sql), [name, *_v_params(elem, texts)]
+    return ("NOT " + sql if negate else sql), [name, *params]
 
 
 # ------------------------------------------------------------------ the plan
