@@ -1,35 +1,33 @@
 """S3Store: the hooks of AbstractStore on S3, wiring the package's parts together.
 
 Options (``options``), object names (``naming``), the metadata object's format (``format``),
-uploads (``uploads``), reads (``reads``) and error translation (``errors``) each have their
-module; here are the lifecycle, the listing and the commit (see the package docstring).
+uploads (``uploads``), reads (``reads``), listing, glob and query (``listing``), server-side
+copies (``server_copy``) and error translation (``errors``) each have their module; here are
+the lifecycle and the commit (see the package docstring).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
-import fnmatch
 import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import SplitResult, unquote
 
 from ..._checksum import KeyStat, crc32_text
-from ..._keys import DATA_SUFFIX, literal_prefix, matches
 from ..._optional import require
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
 from ...errors import AuthorizationError, StoreError
-from ...query import Criterion
 from .errors import BadCredentials, ErrorMap, NoBucket, Unreadable, _Conflict, _Missing, missing_is_key_error
+from .format import H_WRITE, DataRef, Meta, commit_headers, metadata_body
 from .history import read_history
-from .format import H_KEY, H_WRITE, DataRef, Meta, commit_headers, metadata_body
+from .listing import Listings
 from .naming import Naming, ObjectNames, encode_long_key
 from .options import S3Options
 from .reads import Reads
@@ -52,7 +50,7 @@ def _boto() -> tuple[Any, Any]:
     return boto3, sys.modules["botocore"]
 
 
-class S3Store(ServerSideCopies, AbstractStore):
+class S3Store(Listings, ServerSideCopies, AbstractStore):
     """A store in an S3 bucket, under a prefix (see :mod:`kvstore.stores.s3` for the layout,
     the commit point, checksums and why transactions do not roll back).
 
@@ -257,58 +255,7 @@ class S3Store(ServerSideCopies, AbstractStore):
         with missing_is_key_error(key):
             return self._reads.value(key, self._naming.names(key), self.pair_timeout, self.read_attempts)
 
-    # ------------------------------------------------------------ listing
-
-    def _list(self, prefix: str) -> Iterator[str]:
-        """The names of the objects under ``prefix``, page by page as they come."""
-        return (obj["Key"] for obj in self._list_objects(prefix))
-
-    def _list_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
-        """The listed objects (``Key``, ``Size``, ``ETag``, ...) under ``prefix``."""
-        with self._errors():
-            paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                yield from page.get("Contents", ())
-
-    def _areas(self, prefix: str) -> list[str]:
-        """The S3 prefixes that hold the objects of the keys that may start with ``prefix``:
-        those of its escaped forms, then the long-key area (its keys are known only from
-        their metadata objects' headers)."""
-        naming = self._naming
-        prefixes = naming.list_prefixes(prefix)
-        if not any(naming.long_area.startswith(p) for p in prefixes):
-            prefixes.append(naming.long_area)
-        return prefixes
-
-    def _metadata_names(self, prefix: str) -> Iterator[str]:
-        """The metadata objects of the keys that may start with ``prefix``."""
-        for s3_prefix in self._areas(prefix):
-            yield from filter(self._naming.is_metadata, self._list(s3_prefix))
-
-    def _long_key(self, meta_name: str) -> str | None:
-        headers = self._reads.headers(meta_name)
-        return None if headers is None else self._naming.long_key_of(meta_name, headers.get(H_KEY))
-
-    def _sync_listing(self, pattern: str) -> dict[str, tuple[int, str]]:
-        """key -> (size of its data object, ETag of its metadata object) from the listing's
-        pages alone (a long key's name costs a HEAD of its metadata object, as in glob); a
-        key whose data object is not listed gets size -1, which no source size matches."""
-        naming = self._naming
-        sizes: dict[str, int] = {}
-        tokens: dict[str, str] = {}
-        for s3_prefix in self._areas(literal_prefix(pattern)):
-            for obj in self._list_objects(s3_prefix):
-                name = obj["Key"]
-                if naming.is_metadata(name):
-                    tokens[name] = obj["ETag"]
-                elif name.endswith(DATA_SUFFIX):
-                    sizes[name] = int(obj["Size"])
-        listed = {}
-        for name, token in tokens.items():
-            key = self._long_key(name) if naming.is_long(name) else naming.key_of(name)
-            if key is not None and naming.names(key).metadata == name:
-                listed[key] = (sizes.get(naming.names(key).data, -1), token)
-        return listed
+    # ------------------------------------------------------------ sync hints and history
 
     def _expect_new(self, key: str) -> None:
         self._sync_hints.new = key
@@ -324,76 +271,6 @@ class S3Store(ServerSideCopies, AbstractStore):
 
     def _history(self, key: str) -> list[Change]:
         return read_history(self._client, self.bucket, self._errors, key, self._naming.names(key).metadata)
-
-    def _iter_keys(self, prefix: str) -> Iterable[str]:
-        naming = self._naming
-        keys = set()
-        for name in self._metadata_names(prefix):
-            key = self._long_key(name) if naming.is_long(name) else naming.key_of(name)
-            if key is not None and key.startswith(prefix):
-                keys.add(key)
-        return sorted(keys)
-
-    def _listed(self, name: str, what: str = "query") -> tuple[str, dict[str, Any]] | None:
-        """The key and metadata of the listed metadata object ``name``; None when it is no
-        key's, was deleted since listed, or is unreadable (a warning naming ``what`` says
-        so: one damaged object must not make the whole store unqueryable)."""
-        naming = self._naming
-        key = None if naming.is_long(name) else naming.key_of(name)
-        try:
-            current = self._reads.meta(key or name, name)
-        except Unreadable as exc:
-            log.warning("%s skipped %r: %s", what, key or name, exc)
-            return None
-        if current is None:
-            return None
-        if key is None:  # a long key: its name is in the object's header
-            key = naming.long_key_of(name, current.headers.get(H_KEY))
-        return None if key is None else (key, current.metadata)
-
-    def _fetch(self, names: Iterable[str], what: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """:meth:`_listed` of each name (those that are None left out), in order. The
-        metadata objects are fetched as the listing's pages arrive, max_workers at once."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self._fetch_workers(),
-                                                     thread_name_prefix=f"kvstore-s3-{what}")
-        try:
-            futures = [pool.submit(self._listed, name, what) for name in names]
-            for future in futures:
-                listed = future.result()
-                if listed is not None:
-                    yield listed
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _fetch_workers(self) -> int:
-        """max_workers, but no more than the client's pool holds connections: a request
-        beyond them opens a TCP connection of its own and urllib3 drops it afterwards (with
-        a warning). The store's own client has room for max_workers; one given may not."""
-        try:
-            pooled = int(self._client.meta.config.max_pool_connections)
-        except (AttributeError, TypeError, ValueError):
-            return self.max_workers
-        return max(1, min(self.max_workers, pooled))
-
-    def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
-        results = [item for item in self._fetch(self._metadata_names(""), "query")
-                   if matches(item[1], criteria)]
-        return sorted(results, key=lambda item: item[0])
-
-    def _glob(self, pattern: str) -> Iterable[str]:
-        # A key whose metadata object is unreadable is skipped with a warning, as query
-        # skips it (API.md, Faults): so the metadata object of every key that matches is
-        # read (one GET each, max_workers at once), not only listed. A key is known from
-        # its object's name, except a long key's: those are read to find out.
-        prefix = literal_prefix(pattern)
-        naming = self._naming
-
-        def match(key: str | None) -> bool:
-            return key is not None and key.startswith(prefix) and fnmatch.fnmatchcase(key, pattern)
-
-        names = (name for name in self._metadata_names(prefix)
-                 if naming.is_long(name) or match(naming.key_of(name)))
-        return sorted({key for key, _ in self._fetch(names, "glob") if match(key)})
 
     # ------------------------------------------------------------ writes
 
