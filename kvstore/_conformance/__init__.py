@@ -1,0 +1,1 @@
+"""The parts of the conformance suite, :class:`kvstore.testing.StoreConformance` (requires pytest)."""
