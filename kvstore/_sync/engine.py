@@ -54,6 +54,8 @@ class _Sync:
         # key -> ((size, token) a listing must show, attempts so far, its plan)
         self._unconfirmed: Dict[str, Tuple[Tuple[int, str], int, Plan]] = {}
         self._sent: Dict[str, int] = {}
+        # the source's stat of each key, taken while the destination is listed
+        self._stats: Dict[str, KeyStat] = {}
 
     # ------------------------------------------------------------ outcome bookkeeping
 
@@ -116,10 +118,12 @@ class _Sync:
         listing = self.listing
 
         def look() -> Tuple[str, KeyStat, Optional[str]]:
-            try:
-                ours = self.source.stat(key)
-            except KeyError:
-                raise Vanished() from None
+            ours = self._stats.pop(key, None)  # the first attempt's, taken during the listing
+            if ours is None:
+                try:
+                    ours = self.source.stat(key)
+                except KeyError:
+                    raise Vanished() from None
             listed = listing.get(key) if listing is not None else None
             recorded = self.state.get(key)
             if recorded is not None and recorded.get("state") in ("done", "skipped") and \
@@ -330,13 +334,31 @@ class _Sync:
 
     # ------------------------------------------------------------ driving the workers
 
+    def _list_while_stating(self, pool: concurrent.futures.ThreadPoolExecutor,
+                            keys: List[str]) -> Optional[Dict[str, Tuple[int, str]]]:
+        """The destination's listing, taken while the workers stat the source's keys (kept
+        in ``_stats`` for the compare): the two wait on different stores."""
+        def stat(key: str) -> None:
+            try:
+                self._stats[key] = self.source.stat(key)
+            except Exception:  # noqa: S110 - the compare stats it again, with its retries
+                pass
+
+        lister = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-sync-list")
+        try:
+            listing = lister.submit(self.destination._sync_listing, self.pattern)
+            each(pool, self.stop, stat, keys)
+            return listing.result()
+        finally:
+            lister.shutdown(wait=True)
+
     def run(self) -> SyncReport:
         started = time.monotonic()
         keys = sorted(self.source.glob(self.pattern))
-        self.listing = self.destination._sync_listing(self.pattern)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kvstore-sync")
         progress: Optional[_Progress] = None
         try:
+            self.listing = self._list_while_stating(pool, keys)
             plans = [p for p in each(pool, self.stop, self._compare, keys) if p is not None]
             total = sum(p.stat.size for p in plans if p.kind == "send")
             self._planned = {p.key: p.stat.size for p in plans if p.kind == "send"}

@@ -33,6 +33,7 @@ from .options import S3Options
 from .reads import Reads
 from .copies import COPY_MAX, Copies
 from .server_copy import ServerSideCopies
+from .timestamps import with_fast_timestamps
 from .uploads import Uploads
 
 __all__ = ["S3Store"]
@@ -45,7 +46,7 @@ _PROBE = ".kvstore/connect"  # never an object of a key: no escaped name starts 
 def _boto() -> tuple[Any, Any]:
     """Import boto3 and botocore, or say which extra installs them."""
     boto3 = require("boto3", "s3", needed_by="S3Store")
-    for submodule in ("botocore.config", "botocore.exceptions"):
+    for submodule in ("botocore.config", "botocore.exceptions", "botocore.session"):
         require(submodule, "s3", needed_by="S3Store")
     return boto3, sys.modules["botocore"]
 
@@ -148,7 +149,8 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
 
     def _make_client(self, credentials: Any) -> Any:
         boto3, botocore = _boto()
-        session = boto3.session.Session(**self.options.session_args(credentials))
+        own = with_fast_timestamps(botocore.session.Session())
+        session = boto3.session.Session(botocore_session=own, **self.options.session_args(credentials))
         config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": self.options.max_attempts},
             max_pool_connections=max(self.max_pool_connections, self.upload_workers, self.max_workers) + 2)
