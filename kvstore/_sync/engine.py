@@ -108,15 +108,45 @@ class _Sync:
 
     # ------------------------------------------------------------ step 1: compare
 
-    def _compare(self, key: str) -> Optional[Plan]:
-        """None when the key is to be left alone (its outcome recorded), else its plan.
-
-        With a listing of the destination, a key it lacks (or lists with another size) is
-        to be sent and one the state file recorded with the token the listing shows, its
-        source unchanged, is skipped: neither costs a request to the destination. Without a
-        listing a key recorded with an unchanged source is skipped unlooked-at."""
+    def _known(self, key: str, ours: KeyStat) -> Optional[Tuple[str, KeyStat, Optional[str]]]:
+        """The verdict on ``key`` that needs no request: with a listing of the destination, a
+        key it lacks (or lists with another size) is to be sent, and one the state file
+        recorded with the token the listing shows, its source unchanged, is skipped; without
+        a listing a key recorded with an unchanged source is skipped unlooked-at. None: the
+        destination is to be asked."""
         listing = self.listing
+        listed = listing.get(key) if listing is not None else None
+        recorded = self.state.get(key)
+        if recorded is not None and recorded.get("state") in ("done", "skipped") and \
+                same_source(recorded.get("source"), self._fingerprint_of(ours)):
+            if listing is None:
+                return "resumed", ours, recorded.get("destination")
+            if listed is not None and listed == (ours.size, recorded.get("destination")):
+                return "resumed", ours, listed[1]
+        if listing is not None and (listed is None or listed[0] != ours.size):
+            return ("fresh" if listed is None else "send"), ours, None
+        return None
 
+    def _compare_known(self, keys: List[str]) -> Tuple[List[Plan], List[str]]:
+        """The plans of the keys whose source stat was taken and whose verdict needs no
+        request (their outcomes recorded), decided here without the pool's hand-offs; and
+        the keys left for :meth:`_compare`."""
+        plans: List[Plan] = []
+        rest: List[str] = []
+        for key in keys:
+            ours = self._stats.get(key)
+            known = self._known(key, ours) if ours is not None else None
+            if known is None:
+                rest.append(key)
+                continue
+            del self._stats[key]
+            plan = self._settle(key, *known, attempts=1)
+            if plan is not None:
+                plans.append(plan)
+        return plans, rest
+
+    def _compare(self, key: str) -> Optional[Plan]:
+        """None when the key is to be left alone (its outcome recorded), else its plan."""
         def look() -> Tuple[str, KeyStat, Optional[str]]:
             ours = self._stats.pop(key, None)  # the first attempt's, taken during the listing
             if ours is None:
@@ -124,16 +154,9 @@ class _Sync:
                     ours = self.source.stat(key)
                 except KeyError:
                     raise Vanished() from None
-            listed = listing.get(key) if listing is not None else None
-            recorded = self.state.get(key)
-            if recorded is not None and recorded.get("state") in ("done", "skipped") and \
-                    same_source(recorded.get("source"), self._fingerprint_of(ours)):
-                if listing is None:
-                    return "resumed", ours, recorded.get("destination")
-                if listed is not None and listed == (ours.size, recorded.get("destination")):
-                    return "resumed", ours, listed[1]
-            if listing is not None and (listed is None or listed[0] != ours.size):
-                return ("fresh" if listed is None else "send"), ours, None
+            known = self._known(key, ours)
+            if known is not None:
+                return known
             try:
                 theirs: Optional[KeyStat] = self.destination.stat(key)
             except KeyError:
@@ -150,6 +173,10 @@ class _Sync:
         except Failed as failure:
             self._outcome(key, "failed", attempts=failure.attempts, message=failure.message)
             return None
+        return self._settle(key, kind, found, token, attempts)
+
+    def _settle(self, key: str, kind: str, found: KeyStat, token: Optional[str], attempts: int) -> Optional[Plan]:
+        """Record the outcome of a key to leave alone (None), or its plan."""
         if kind in ("skip", "resumed"):
             self._outcome(key, "skipped", attempts=attempts, source=self._fingerprint_of(found), token=token)
             return None
@@ -359,7 +386,9 @@ class _Sync:
         progress: Optional[_Progress] = None
         try:
             self.listing = self._list_while_stating(pool, keys)
-            plans = [p for p in each(pool, self.stop, self._compare, keys) if p is not None]
+            plans, rest = self._compare_known(keys)
+            plans += [p for p in each(pool, self.stop, self._compare, rest) if p is not None]
+            plans.sort(key=lambda p: p.key)
             total = sum(p.stat.size for p in plans if p.kind == "send")
             self._planned = {p.key: p.stat.size for p in plans if p.kind == "send"}
             if not self.dry_run:
