@@ -6,7 +6,9 @@ Starts moto's S3 server in a child process on 127.0.0.1 (bench_s3.py's), or uses
 ``--endpoint``; seeds ``-n`` keys with small JSON metadata, then per round and per
 ``max_workers`` times ``query_keys(kind="b")`` (every metadata object read, a tenth match),
 ``glob("k/*")`` (every key matches: every metadata object read since glob skips unreadable
-ones) and the raw GETs. S3Store's client has ``max_pool_connections`` =
+ones), each on a store that has read nothing yet, and the raw GETs; then the same query again
+on that store, and again after a tenth of the keys' metadata changed (the store keeps what it
+read, by ETag, and reads only what the listing shows changed). S3Store's client has ``max_pool_connections`` =
 ``max(10, upload_workers, max_workers) + 2``, so the pool never caps the workers.
 
     python bench/bench_s3_query.py [-n 2500] [--workers 8,16,32,64] [--rounds 3] [--endpoint URL]
@@ -67,11 +69,15 @@ def main() -> None:
             list(pool.map(seed, range(args.n)))
         print(f"moto at {endpoint}; {args.n} keys seeded in {time.perf_counter() - t:.1f}s; "
               f"workers {workers}, {args.rounds} rounds interleaved")
-        stores = {w: S3Store(bucket, "q", endpoint_url=endpoint, max_workers=w,
-                             aws_access_key_id="testing", aws_secret_access_key="testing",
-                             region_name="us-east-1") for w in workers}
-        for s in stores.values():
+        def fresh(w: int) -> S3Store:
+            """A store of its own: nothing read yet (its MetadataCache empty)."""
+            s = S3Store(bucket, "q", endpoint_url=endpoint, max_workers=w,
+                        aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
             s.connect()
+            return s
+
+        stores = {w: fresh(w) for w in workers}
         raw = {w: session.client("s3", endpoint_url=endpoint,
                                  config=Config(max_pool_connections=w + 2)) for w in workers}
         times: Dict[str, List[float]] = {}
@@ -95,9 +101,23 @@ def main() -> None:
                 list(pool.map(lambda n: c.get_object(Bucket=bucket, Key=n.metadata)["Body"].read(),
                               names))
 
-        for _ in range(args.rounds):
+        changed = names[::10]  # a tenth of the keys, rewritten between the warm queries
+
+        def change(round_: int) -> None:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(lambda i: stores[workers[0]].update_metadata(f"k/{i:05d}", {"round": round_}),
+                              range(0, args.n, 10)))
+
+        for r in range(args.rounds):
             for w in workers:
+                stores[w].disconnect()
+                stores[w] = fresh(w)
                 timed(f"query_keys   x{w}", functools.partial(query, stores[w]))
+                timed(f"  again      x{w}", functools.partial(query, stores[w]))
+                change(r)
+                timed(f"  a tenth new x{w}", functools.partial(query, stores[w]))
+                stores[w].disconnect()
+                stores[w] = fresh(w)
                 timed(f"glob         x{w}", functools.partial(glob, stores[w]))
                 timed(f"boto3 GETs   x{w}", functools.partial(gets, raw[w], w))
         for s in stores.values():
@@ -111,6 +131,9 @@ def main() -> None:
                   f"this process's CPU {statistics.median(cpu[label]) / args.n * 1e3:.2f} ms/key")
         print("(the rest of the time is moto's: a GET takes it several ms of CPU, so it serves the "
               "same number a second whatever the concurrency)")
+        print("query_keys and glob run on a store of their own (nothing read yet); 'again' is the "
+              "same query repeated on that store, nothing changed; 'a tenth new' after "
+              f"{len(changed)} keys' metadata were rewritten: the store reads only those again")
 
 
 def _check(got: int, want: int) -> None:

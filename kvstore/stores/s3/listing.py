@@ -5,9 +5,12 @@ and ``kvstore.sync``'s listing of sizes and tokens (``_sync_listing``)."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import fnmatch
+import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +24,62 @@ if TYPE_CHECKING:
     from .naming import Naming
     from .reads import Reads
 
-__all__ = ["Listings"]
+__all__ = ["Listings", "MetadataCache"]
 
 log = logging.getLogger("kvstore.s3")
+
+
+class MetadataCache:
+    """The metadata objects ``glob`` and ``query`` have read, by object name, each with the
+    ETag it had (at most ``size``, the least recently used dropped first).
+
+    An entry is used only for a listing that shows the object with that ETag. The ETag is
+    the MD5 of the body, and every kvstore commit writes a body of its own (the random line
+    of blanks), so an equal ETag is the same metadata: a repeated ``query`` reads only the
+    metadata objects written since. Each hit is decoded anew from the JSON text, so what a
+    caller does to the metadata it gets stays its own.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, etag: str | None) -> tuple[str, dict[str, Any]] | None:
+        """(key, metadata) of ``name`` if it was read with ``etag``."""
+        if etag is None:
+            return None
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry[0] != etag:
+                return None
+            self._entries.move_to_end(name)
+        return entry[1], json.loads(entry[2])
+
+    def put(self, name: str, etag: str, key: str, metadata: dict[str, Any]) -> None:
+        if self.size <= 0:
+            return
+        text = json.dumps(metadata)
+        with self._lock:
+            self._entries[name] = (etag, key, text)
+            self._entries.move_to_end(name)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Listings:
     """The listing hooks of :class:`~kvstore.stores.s3.S3Store`."""
 
+    #: metadata objects kept by glob and query for the next listing (MetadataCache)
+    metadata_cache_size = 100_000
+
     if TYPE_CHECKING:  # provided by S3Store
         bucket: str
         max_workers: int
+        _metadata_cache: MetadataCache
         _client: Any
         _errors: ErrorMap
         _naming: Naming
@@ -60,8 +108,15 @@ class Listings:
 
     def _metadata_names(self, prefix: str) -> Iterator[str]:
         """The metadata objects of the keys that may start with ``prefix``."""
+        return (name for name, _ in self._metadata_objects(prefix))
+
+    def _metadata_objects(self, prefix: str) -> Iterator[tuple[str, str | None]]:
+        """(name, listed ETag) of the metadata objects of the keys that may start with ``prefix``."""
+        is_metadata = self._naming.is_metadata
         for s3_prefix in self._areas(prefix):
-            yield from filter(self._naming.is_metadata, self._list(s3_prefix))
+            for obj in self._list_objects(s3_prefix):
+                if is_metadata(obj["Key"]):
+                    yield obj["Key"], obj.get("ETag")
 
     def _long_key(self, meta_name: str) -> str | None:
         headers = self._reads.headers(meta_name)
@@ -97,10 +152,14 @@ class Listings:
                 keys.add(key)
         return sorted(keys)
 
-    def _listed(self, name: str, what: str = "query") -> tuple[str, dict[str, Any]] | None:
-        """The key and metadata of the listed metadata object ``name``; None when it is no
-        key's, was deleted since listed, or is unreadable (a warning naming ``what`` says
-        so: one damaged object must not make the whole store unqueryable)."""
+    def _listed(self, name: str, what: str = "query", etag: str | None = None) -> tuple[str, dict[str, Any]] | None:
+        """The key and metadata of the listed metadata object ``name`` (listed with ``etag``:
+        from the cache when it was read so); None when it is no key's, was deleted since
+        listed, or is unreadable (a warning naming ``what`` says so: one damaged object
+        must not make the whole store unqueryable)."""
+        cached = self._metadata_cache.get(name, etag)
+        if cached is not None:
+            return cached
         naming = self._naming
         key = None if naming.is_long(name) else naming.key_of(name)
         try:
@@ -112,15 +171,18 @@ class Listings:
             return None
         if key is None:  # a long key: its name is in the object's header
             key = naming.long_key_of(name, current.headers.get(H_KEY))
-        return None if key is None else (key, current.metadata)
+        if key is None:
+            return None
+        self._metadata_cache.put(name, current.etag, key, current.metadata)
+        return key, current.metadata
 
-    def _fetch(self, names: Iterable[str], what: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """:meth:`_listed` of each name (those that are None left out), in order. The
-        metadata objects are fetched as the listing's pages arrive, max_workers at once."""
+    def _fetch(self, objects: Iterable[tuple[str, str | None]], what: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """:meth:`_listed` of each (name, ETag) (those that are None left out), in order.
+        The metadata objects are fetched as the listing's pages arrive, max_workers at once."""
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=self._fetch_workers(),
                                                      thread_name_prefix=f"kvstore-s3-{what}")
         try:
-            futures = [pool.submit(self._listed, name, what) for name in names]
+            futures = [pool.submit(self._listed, name, what, etag) for name, etag in objects]
             for future in futures:
                 listed = future.result()
                 if listed is not None:
@@ -139,7 +201,7 @@ class Listings:
         return max(1, min(self.max_workers, pooled))
 
     def _query(self, criteria: dict[str, Criterion]) -> Iterable[tuple[str, dict[str, Any]]]:
-        results = [item for item in self._fetch(self._metadata_names(""), "query")
+        results = [item for item in self._fetch(self._metadata_objects(""), "query")
                    if matches(item[1], criteria)]
         return sorted(results, key=lambda item: item[0])
 
@@ -154,6 +216,6 @@ class Listings:
         def match(key: str | None) -> bool:
             return key is not None and key.startswith(prefix) and fnmatch.fnmatchcase(key, pattern)
 
-        names = (name for name in self._metadata_names(prefix)
-                 if naming.is_long(name) or match(naming.key_of(name)))
-        return sorted({key for key, _ in self._fetch(names, "glob") if match(key)})
+        objects = (item for item in self._metadata_objects(prefix)
+                   if naming.is_long(item[0]) or match(naming.key_of(item[0])))
+        return sorted({key for key, _ in self._fetch(objects, "glob") if match(key)})

@@ -27,7 +27,7 @@ from ...errors import AuthorizationError, StoreError
 from .errors import BadCredentials, ErrorMap, NoBucket, Unreadable, _Conflict, _Missing, missing_is_key_error
 from .format import H_WRITE, DataRef, Meta, commit_headers, metadata_body
 from .history import read_history
-from .listing import Listings
+from .listing import Listings, MetadataCache
 from .naming import Naming, ObjectNames, encode_long_key
 from .options import S3Options
 from .reads import Reads
@@ -125,6 +125,7 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
         self._locks = [threading.Lock() for _ in range(self.lock_stripes)]
         # per thread: the key kvstore.sync expects to be new, and what the last commit wrote
         self._sync_hints = threading.local()
+        self._metadata_cache = MetadataCache(self.metadata_cache_size)
 
     @classmethod
     def from_url(cls, url: str, parts: SplitResult, query: Mapping[str, str], **options: Any) -> S3Store:
