@@ -363,21 +363,21 @@ class _Sync:
 
     def _list_while_stating(self, pool: concurrent.futures.ThreadPoolExecutor,
                             keys: List[str]) -> Optional[Dict[str, Tuple[int, str]]]:
-        """The destination's listing, taken while the workers stat the source's keys (kept
-        in ``_stats`` for the compare): the two wait on different stores."""
+        """The destination's listing, taken in this thread (Ctrl-C stops it at once) while
+        the workers stat the source's keys (kept in ``_stats`` for the compare): the two
+        wait on different stores."""
         def stat(key: str) -> None:
+            if self.stop.is_set():
+                return
             try:
                 self._stats[key] = self.source.stat(key)
             except Exception:  # noqa: S110 - the compare stats it again, with its retries
                 pass
 
-        lister = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-sync-list")
-        try:
-            listing = lister.submit(self.destination._sync_listing, self.pattern)
-            each(pool, self.stop, stat, keys)
-            return listing.result()
-        finally:
-            lister.shutdown(wait=True)
+        stats = [pool.submit(stat, key) for key in keys]
+        listing = self.destination._sync_listing(self.pattern)
+        concurrent.futures.wait(stats)
+        return listing
 
     def run(self) -> SyncReport:
         started = time.monotonic()

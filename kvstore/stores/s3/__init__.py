@@ -104,9 +104,9 @@ object is unreadable is so left out of both (API.md, Faults), at the price of on
 key ``glob`` returns. What they read is kept by the store (``MetadataCache``, at most
 ``metadata_cache_size`` objects) with each object's ETag, and used again only for a
 listing that shows that ETag: every commit writes a body of its own, so an equal ETag is
-the same metadata, and a repeated query reads only the metadata objects written since. ``kvstore.sync`` asks for a listing with each key's data size and
-metadata ETag (``_sync_listing``): the pages alone, no request per key (but a long key's
-HEAD).
+the same metadata, and a repeated query reads only the metadata objects written since.
+``kvstore.sync`` asks for a listing with each key's data size and metadata ETag
+(``_sync_listing``): the pages alone, no request per key (but a long key's HEAD).
 """
 
 from __future__ import annotations
