@@ -22,7 +22,7 @@ from .errors import ErrorMap, _Conflict, _Missing
 from .format import H_WRITE, DataRef, Meta, parse_meta, version_of
 from .naming import ObjectNames
 
-__all__ = ["Reads"]
+__all__ = ["Reads", "Patience", "pairing"]
 
 OK, FOREIGN, OTHER = "ok", "foreign", "other"
 
@@ -67,7 +67,7 @@ class _Look:
         return pairing(ref, {H_WRITE: self.write} if self.write is not None else {}) != OTHER
 
 
-class _Patience:
+class Patience:
     """How long a reader waits while nothing changes: a writer between its data upload and
     its metadata PUT (sleeps of 5 ms doubling up to 100 ms, for ``timeout`` seconds)."""
 
@@ -207,7 +207,7 @@ class Reads:
         """
         current = self.meta_of(key, names.metadata)
         previous: _Look | None = None
-        patience = _Patience(pair_timeout)
+        patience = Patience(pair_timeout)
         changes = 0
         while changes < read_attempts:
             look = self._look(names.data, current)

@@ -23,14 +23,14 @@ from ..._checksum import KeyStat, crc32_text
 from ..._optional import require
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
-from ...errors import AuthorizationError, StoreError
+from ...errors import AuthorizationError, ConflictError, StoreError
 from .errors import BadCredentials, ErrorMap, NoBucket, Unreadable, _Conflict, _Missing, missing_is_key_error
-from .format import H_WRITE, DataRef, Meta, commit_headers, metadata_body
+from .format import H_WRITE, DataRef, Meta, commit_headers, metadata_body, version_of
 from .history import read_history
 from .listing import Listings
 from .naming import Naming, ObjectNames, encode_long_key
 from .options import S3Options
-from .reads import Reads
+from .reads import OTHER, Patience, Reads, pairing
 from .copies import COPY_MAX, Copies
 from .server_copy import ServerSideCopies
 from .uploads import Uploads
@@ -278,12 +278,20 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
                update: dict[str, Any] | None, if_revision: int | None = None) -> list[Change]:
         names = self._naming.names(key)
         uploads: list[DataRef] = []
+        seen: tuple[Meta | None] | None = None
+        current: Meta | None = None
+        condition: dict[str, str] | None = None
         if if_revision is not None:  # fail early, before an upload (the commit checks again)
-            self._check_now(key, names, if_revision, update)
+            current, readable = self._check_now(key, names, if_revision, update)
+            if readable:
+                seen = (current,)  # the commit's If-Match is on this read: no second GET
+            if source is not None or current is None:  # this write uploads data (a new key's empty data)
+                condition = self._data_condition(key, names, current, if_revision, update)
         try:
-            if source is not None:
-                uploads.append(self._uploads.upload(names.data, source))
-            return [self._commit_write(key, names, source is not None, uploads, metadata, update, if_revision)]
+            if source is not None or condition is not None:
+                uploads.append(self._upload_on(key, names, source, condition, current, if_revision))
+            return [self._commit_write(key, names, source is not None, uploads, metadata, update, if_revision,
+                                       seen)]
         except BaseException:
             # In a versioned bucket the old data is still the previous version: deleting
             # ours restores the key exactly as it was.
@@ -292,47 +300,126 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
                     self._uploads.forget_version(names.data, ref.version)
             raise
 
-    def _check_now(self, key: str, names: ObjectNames, expected: int, update: dict[str, Any] | None) -> None:
+    def _upload_on(self, key: str, names: ObjectNames, source: ProgressReader | None,
+                   condition: dict[str, str] | None, current: Meta | None, expected: int | None) -> DataRef:
+        """Upload the data (``source``, or a new key's empty data) on ``condition``; a failed
+        condition means another write replaced the data object first: ConflictError."""
         try:
-            current = self._reads.meta(key, names.metadata)
+            if source is None:
+                return self._uploads.put(names.data, b"", condition=condition)
+            return self._uploads.upload(names.data, source, condition)
+        except _Conflict:
+            assert expected is not None and condition
+            raise self._lost(key, names, current, expected) from None
+
+    def _read_for_check(self, key: str, names: ObjectNames) -> tuple[Meta | None, bool]:
+        """The key's metadata object, and whether it was readable (an unreadable one is
+        what could be read of it: its ETag, revision and data)."""
+        try:
+            return self._reads.meta(key, names.metadata), True
         except Unreadable as exc:
-            current = exc.meta
+            return exc.meta, False
+
+    def _check_now(self, key: str, names: ObjectNames, expected: int,
+                   update: dict[str, Any] | None) -> tuple[Meta | None, bool]:
+        """Check the condition ``expected`` on the metadata object as it is now (ConflictError);
+        the object read and whether it was readable."""
+        current, readable = self._read_for_check(key, names)
+        self._check(key, current, expected, update)
+        return current, readable
+
+    @staticmethod
+    def _check(key: str, current: Meta | None, expected: int, update: dict[str, Any] | None) -> None:
         actual = current.revision if current is not None else None
         plan_write(key, {} if current is not None else None, has_data=False,
                    update=update, expected=expected, revision=actual)
 
+    def _data_condition(self, key: str, names: ObjectNames, current: Meta | None, expected: int,
+                        update: dict[str, Any] | None) -> dict[str, str]:
+        """The condition under which a write on ``expected`` may replace the data object:
+        only while it still holds the data that ``current`` (the metadata read) names.
+
+        On an unversioned bucket the data object is overwritten in place, so a conditional
+        write that uploads and then loses the metadata race would destroy the winner's data.
+        Its upload is therefore ``If-Match`` on the ETag of the committed data (``If-None-Match:
+        *`` when there is none): of two racing writers only one replaces it. A data object
+        that ``current`` does not name is another write's, between its upload and its commit:
+        wait for that commit (the metadata changes: ConflictError, unless the condition still
+        holds), for up to ``pair_timeout`` while nothing changes; after that it is taken as
+        abandoned (that writer died) and may be replaced. ``{}``: a versioned bucket, where
+        the metadata names a version that no upload changes.
+        """
+        if current is not None and current.ref.version is not None:
+            return {}
+        patience = Patience(self.pair_timeout)
+        last: str | None = None
+        while True:
+            head = self._reads.head(names.data)
+            if head is None:
+                return {"IfNoneMatch": "*"}
+            if version_of(head) is not None:
+                return {}  # a versioned bucket (a key new to it, or written before versioning)
+            if current is not None and pairing(current.ref, head.get("Metadata") or {}) != OTHER:
+                return {"IfMatch": head["ETag"]}
+            if head["ETag"] != last:  # another upload came meanwhile: that writer is alive
+                last = head["ETag"]
+                patience.reset()
+            if not patience.wait():
+                log.warning("%r: replacing a data object that no metadata names, unchanged for %ss "
+                            "(a writer died between its upload and its commit)", key, self.pair_timeout)
+                return {"IfMatch": head["ETag"]}
+            again, _ = self._read_for_check(key, names)
+            if (again.etag if again else None) != (current.etag if current else None):
+                self._check(key, again, expected, update)  # the other write committed
+                current = again
+                patience.reset()
+
+    def _lost(self, key: str, names: ObjectNames, current: Meta | None, expected: int) -> ConflictError:
+        """The ConflictError of a write whose conditional upload failed: another writer
+        replaced the data object first and commits it (waited for, up to ``pair_timeout``,
+        so that ``actual`` is the revision it commits)."""
+        patience = Patience(self.pair_timeout)
+        before = current.etag if current is not None else None
+        while True:
+            again, _ = self._read_for_check(key, names)
+            if (again.etag if again else None) != before or not patience.wait():
+                return ConflictError(key, expected, again.revision if again is not None else None)
+
     def _commit_write(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                       metadata: dict[str, Any] | None, update: dict[str, Any] | None,
-                      expected: int | None = None) -> Change:
+                      expected: int | None = None, seen: tuple[Meta | None] | None = None) -> Change:
         """PUT the metadata object (the commit point), conditionally; retry on conflicts.
 
         What the write does is :func:`kvstore._rules.plan_write`'s; ``uploads`` holds the
         data this write put (none yet, or its own, or the empty data of a new key). The
         condition ``expected`` is checked against the metadata object read, and the PUT is
         conditional on that object (If-Match / If-None-Match): across hosts, the check and
-        the write are one step.
+        the write are one step. ``seen``: ``(the metadata object,)`` as this write has just
+        read it (``(None,)``: missing), for the first attempt instead of reading it again.
         """
         # A key a listing has just shown missing (kvstore.sync's hint) is first tried as a
         # new key without reading its metadata object: If-None-Match keeps that right when
         # it exists after all (the PUT fails and the usual read-and-retry goes on).
-        fresh = getattr(self._sync_hints, "new", None) == key and expected is None
+        if getattr(self._sync_hints, "new", None) == key and expected is None:
+            seen = (None,)
         self._sync_hints.new = None
         self._sync_hints.written = None
         with self._lock_for(key):
             for _ in range(self.commit_attempts):
-                change = self._try_commit(key, names, has_data, uploads, metadata, update, expected, fresh)
+                change = self._try_commit(key, names, has_data, uploads, metadata, update, expected, seen)
                 if change is not None:
                     return change
-                fresh = False
+                seen = None
         raise StoreError(f"could not commit {key!r}: its metadata changed {self.commit_attempts} "
                          f"times while this write was retried")
 
     def _try_commit(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                     metadata: dict[str, Any] | None, update: dict[str, Any] | None,
-                    expected: int | None = None, fresh: bool = False) -> Change | None:
+                    expected: int | None = None, seen: tuple[Meta | None] | None = None) -> Change | None:
         """One conditional metadata PUT: the change, or None when another writer came first
-        (``fresh``: the key is taken to be new, unread; None when it is not)."""
-        current = None if fresh else self._current_for_write(key, names, metadata)
+        (``seen``: the metadata object taken as current without reading it; None when it
+        is not current any more)."""
+        current = self._current_for_write(key, names, metadata) if seen is None else seen[0]
         outcome = plan_write(key, current.metadata if current is not None else None,
                              has_data=has_data, metadata=metadata, update=update,
                              expected=expected, revision=current.revision if current is not None else None)
@@ -354,8 +441,8 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
                     Metadata=commit_headers(ref, created, now, long_key, revision),
                     Body=metadata_body(outcome.metadata), ContentType="application/json", **condition)
         except (_Conflict, _Missing):
-            if fresh:
-                return None  # it exists: read it, and go on as for any write
+            if seen is not None:
+                return None  # it changed since it was read (or exists): read it, and go on
             if expected is None and self._overtaken(names, uploads):
                 # A later upload has replaced our data and will commit its own metadata:
                 # ours was overtaken (last writer wins).
