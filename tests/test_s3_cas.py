@@ -18,6 +18,7 @@ boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
 import s3_moto  # noqa: E402
+from botocore.exceptions import EndpointConnectionError  # noqa: E402
 from kvstore.errors import ConflictError, StoreError  # noqa: E402
 from kvstore.stores.s3 import H_WRITE, S3Store  # noqa: E402
 
@@ -161,6 +162,67 @@ def test_multipart_and_copy_conditions_are_sent(pair: tuple[S3Store, S3Store]) -
     assert a.to_bytes("fresh") == b"copied"
 
 
+@pytest.mark.parametrize("other", ["update_metadata", "update_metadata_cas", "set_metadata"])
+def test_a_cas_write_losing_to_a_metadata_commit_puts_the_data_back(pair: tuple[S3Store, S3Store],
+                                                                    other: str) -> None:
+    """The other host commits metadata only (naming the committed data) between B's data
+    PUT and B's metadata PUT: B's upload has replaced the data that commit names, so B,
+    failing, puts the bytes it replaced back."""
+    a, b = pair
+    a.set("k", (b"start", {"n": 0}))
+
+    def a_commits() -> None:
+        if other == "update_metadata":
+            a.update_metadata("k", {"n": 1})
+        elif other == "update_metadata_cas":
+            a.update_metadata("k", {"n": 1}, if_revision=1)
+        else:
+            a.set_metadata("k", {"n": 1})
+
+    with Before(b._client, "PutObject", ".metadata", a_commits) as hook:
+        with pytest.raises(ConflictError) as info:
+            b.set("k", (b"B" * 1000, {"by": "b"}), if_revision=1)
+    assert hook.fired and info.value.actual == 2
+    for store in (a, b):
+        assert _whole(store, "k") == (b"start", {"n": 1}, 2)
+
+
+def test_a_cas_write_losing_to_a_delete_leaves_no_data_object(pair: tuple[S3Store, S3Store],
+                                                              s3_client: Any, s3_bucket: str) -> None:
+    """Deleted between B's data PUT and its commit: B removes the data it uploaded, so no
+    orphan makes the next creator wait."""
+    a, b = pair
+    a.set("k", (b"start", {}))
+    with Before(b._client, "PutObject", ".metadata", lambda: a.delete("k")):
+        with pytest.raises(ConflictError) as info:
+            b.set("k", (b"B", {}), if_revision=1)
+    assert info.value.actual is None and not a.exists("k")
+    listed = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=a.prefix).get("Contents", [])
+    assert [o["Key"] for o in listed] == []
+    started = time.monotonic()
+    a.set("k", (b"again", {}), if_revision=0)
+    assert time.monotonic() - started < a.pair_timeout
+
+
+def test_a_cas_write_whose_commit_fails_puts_the_data_back(pair: tuple[S3Store, S3Store]) -> None:
+    """The metadata PUT itself fails (the network): the key keeps its value, where a plain
+    write leaves new data under the old metadata until it is written again."""
+    a, b = pair
+    a.set("k", (b"start", {}))
+
+    def cut(params: Dict[str, Any], **_: Any) -> None:
+        if params["Key"].endswith(".metadata"):
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    b._client.meta.events.register("before-parameter-build.s3.PutObject", cut)
+    try:
+        with pytest.raises(StoreError):
+            b.set("k", (b"B", {}), if_revision=1)
+    finally:
+        b._client.meta.events.unregister("before-parameter-build.s3.PutObject", cut)
+    assert _whole(a, "k") == (b"start", {}, 1)
+
+
 # ------------------------------------------------------------------ writers between their steps
 
 def test_a_cas_write_waits_for_a_writer_between_its_steps(pair: tuple[S3Store, S3Store]) -> None:
@@ -175,8 +237,14 @@ def test_a_cas_write_waits_for_a_writer_between_its_steps(pair: tuple[S3Store, S
             a_uploaded.set()
             assert b_looked.wait(10)
 
-    def b_after_head(**_: Any) -> None:
-        b_looked.set()
+    b_asked: List[str] = []
+
+    def b_asks(params: Dict[str, Any], **_: Any) -> None:
+        b_asked.append(params["Key"])
+
+    def b_after_look(**_: Any) -> None:
+        if b_asked[-1].endswith(".data"):  # B has looked at the data object (A's upload)
+            b_looked.set()
 
     a._client.meta.events.register("before-parameter-build.s3.PutObject", a_between_steps)
     errors: List[BaseException] = []
@@ -184,7 +252,8 @@ def test_a_cas_write_waits_for_a_writer_between_its_steps(pair: tuple[S3Store, S
     writer.start()
     try:
         assert a_uploaded.wait(10)
-        b._client.meta.events.register("after-call.s3.HeadObject", b_after_head)
+        b._client.meta.events.register("before-parameter-build.s3.GetObject", b_asks)
+        b._client.meta.events.register("after-call.s3.GetObject", b_after_look)
         b.pair_timeout = 10  # A commits long before this: B must see it, not give up
         with pytest.raises(ConflictError) as info:
             b.set("k", (b"B", {}), if_revision=1)
@@ -192,7 +261,8 @@ def test_a_cas_write_waits_for_a_writer_between_its_steps(pair: tuple[S3Store, S
         b_looked.set()
         writer.join(20)
         a._client.meta.events.unregister("before-parameter-build.s3.PutObject", a_between_steps)
-        b._client.meta.events.unregister("after-call.s3.HeadObject", b_after_head)
+        b._client.meta.events.unregister("before-parameter-build.s3.GetObject", b_asks)
+        b._client.meta.events.unregister("after-call.s3.GetObject", b_after_look)
     assert not errors and info.value.actual == 2
     assert _whole(b, "k") == (b"A", {}, 2)
 
@@ -235,12 +305,20 @@ def test_plain_writes_cost_no_extra_request(s3_client: Any, s3_bucket: str) -> N
             requests.clear()
             store.set("k", (b"x", {}), if_revision=2)
             cas = [op for op, _ in requests.made]
+            cas_data = [name.endswith(".data") for _, name in requests.made]
+            requests.clear()
+            store.keep_max = 0  # a value larger than this: only the data object's HEAD
+            store.set("k", (b"y", {}), if_revision=3)
+            large = [op for op, _ in requests.made]
         finally:
             requests.close()
     assert plain == ["PutObject", "GetObject", "PutObject"]  # data, metadata read, commit
-    # the check's read, the data's HEAD, the conditional data PUT, the commit (on the
-    # check's read: no second GET)
-    assert cas == ["GetObject", "HeadObject", "PutObject", "PutObject"]
+    # the check's read, the data object's (read whole: a small value is kept to be put back
+    # if the commit fails), the conditional data PUT, the commit (If-Match on the check's
+    # read: no second GET of the metadata). Before issue 18's guard: GET, PUT, GET, PUT.
+    assert cas == ["GetObject", "GetObject", "PutObject", "PutObject"]
+    assert cas_data == [False, True, True, False]
+    assert large == ["GetObject", "HeadObject", "PutObject", "PutObject"]
 
 
 def test_a_versioned_bucket_needs_no_guard(s3_client: Any, s3_bucket: str) -> None:

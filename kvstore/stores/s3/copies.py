@@ -77,7 +77,8 @@ class Copies:
                 Bucket=self._bucket, Key=name, CopySource=source.spec(), MetadataDirective="REPLACE",
                 Metadata=ref.headers(), ContentType="application/octet-stream", **source.condition(),
                 **(condition or {}))
-        return DataRef(ref.write, ref.crc32, ref.size, version_of(response))
+        return DataRef(ref.write, ref.crc32, ref.size, version_of(response),
+                       (response.get("CopyObjectResult") or {}).get("ETag"))
 
     def ranges(self, size: int) -> list[tuple[int, int]]:
         """The inclusive byte ranges of a multipart copy of ``size`` bytes."""
@@ -110,7 +111,7 @@ class Copies:
         except BaseException:
             self._abort(name, upload_id)
             raise
-        return DataRef(ref.write, ref.crc32, ref.size, version_of(response))
+        return DataRef(ref.write, ref.crc32, ref.size, version_of(response), response.get("ETag"))
 
     def _copy_part(self, source: CopySource, name: str, upload_id: str, number: int,
                    span: tuple[int, int]) -> dict[str, Any]:

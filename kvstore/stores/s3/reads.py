@@ -175,6 +175,22 @@ class Reads:
         except _Missing:
             return None
 
+    def data_object(self, name: str, read_up_to: int) -> tuple[dict[str, Any], bytes | None] | None:
+        """The object ``name``: its response (a HEAD's fields) and, if it has at most
+        ``read_up_to`` bytes, its bytes (one GET; ``read_up_to < 0``: a HEAD only). None
+        when it does not exist."""
+        if read_up_to < 0:
+            head = self.head(name)
+            return None if head is None else (head, None)
+        try:
+            with self._errors(missing=True):
+                response = self._client.get_object(Bucket=self._bucket, Key=name)
+                with contextlib.closing(response.pop("Body")) as body:
+                    small = int(response["ContentLength"]) <= read_up_to
+                    return response, body.read() if small else None
+        except _Missing:
+            return None
+
     def headers(self, name: str) -> dict[str, str] | None:
         """The user headers of the object ``name``, or None when it does not exist."""
         head = self.head(name)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .copies import Copies
     from .errors import ErrorMap
     from .format import DataRef, Meta
+    from .guard import Guard
     from .naming import Naming, ObjectNames
     from .reads import Reads
     from .uploads import Uploads
@@ -40,8 +41,11 @@ class ServerSideCopies:
         def _check_now(self, key: str, names: ObjectNames, expected: int,
                        update: dict[str, Any] | None) -> tuple[Meta | None, bool]: ...
 
-        def _data_condition(self, key: str, names: ObjectNames, current: Meta | None, expected: int,
-                            update: dict[str, Any] | None) -> dict[str, str]: ...
+        def _data_guard(self, key: str, names: ObjectNames, current: Meta | None, expected: int,
+                        update: dict[str, Any] | None) -> Guard: ...
+
+        def _undo_uploads(self, key: str, names: ObjectNames, uploads: list[DataRef],
+                          guard: Guard | None) -> None: ...
 
         def _commit_write(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                           metadata: dict[str, Any] | None, update: dict[str, Any] | None,
@@ -70,26 +74,25 @@ class ServerSideCopies:
         uploads: list[DataRef] = []
         current: Meta | None = None
         seen: tuple[Meta | None] | None = None
+        guard: Guard | None = None
         if if_revision is not None:  # fail early, before the copy (the commit checks again)
             current, readable = self._check_now(dst, names, if_revision, None)
             seen = (current,) if readable else None
         try:
             for _ in range(self.commit_attempts):
                 pinned, metadata = source._pinned(src)
-                # a conditional copy replaces the destination's data only if it is still
-                # the committed one (see S3Store._data_condition); looked at again after a
-                # conflict, which may have been the destination's
-                condition = (self._data_condition(dst, names, current, if_revision, None)
-                             if if_revision is not None else None)
+                if if_revision is not None:
+                    # replace the destination's data only while it is the committed one
+                    # (S3Store._data_guard); looked at again after a conflict, which may
+                    # have been the destination's
+                    guard = self._data_guard(dst, names, current, if_revision, None)
                 try:
-                    uploads.append(self._copies.copy(pinned, names.data, condition))
+                    uploads.append(self._copies.copy(pinned, names.data, guard.condition if guard else None))
                 except _Conflict:
                     continue  # the source (or the destination) was written meanwhile: again
                 return [self._commit_write(dst, names, True, uploads, metadata, None, if_revision, seen)]
         except BaseException:
-            for ref in uploads:
-                if ref.version is not None:
-                    self._uploads.forget_version(names.data, ref.version)
+            self._undo_uploads(dst, names, uploads, guard)
             raise
         raise StoreError(f"could not copy {src!r}: it changed {self.commit_attempts} times while copied")
 

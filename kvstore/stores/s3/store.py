@@ -23,14 +23,15 @@ from ..._checksum import KeyStat, crc32_text
 from ..._optional import require
 from ..._rules import EMPTY, NEW, plan_delete, plan_write
 from ...base import AbstractStore, Change, ProgressReader, Value
-from ...errors import AuthorizationError, ConflictError, StoreError
+from ...errors import AuthorizationError, StoreError
 from .errors import BadCredentials, ErrorMap, NoBucket, Unreadable, _Conflict, _Missing, missing_is_key_error
-from .format import H_WRITE, DataRef, Meta, commit_headers, metadata_body, version_of
+from .format import H_WRITE, DataRef, Meta, commit_headers, metadata_body
 from .history import read_history
 from .listing import Listings
 from .naming import Naming, ObjectNames, encode_long_key
 from .options import S3Options
-from .reads import OTHER, Patience, Reads, pairing
+from .guard import DataGuard, Guard
+from .reads import Reads
 from .copies import COPY_MAX, Copies
 from .server_copy import ServerSideCopies
 from .uploads import Uploads
@@ -78,7 +79,10 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
     ``commit_attempts`` (conditional metadata PUTs tried before a write gives up),
     ``read_attempts`` (changes of a key a ``get()`` sees before it gives up),
     ``pair_timeout`` (seconds a reader waits for a writer between its data upload and its
-    metadata PUT while nothing changes), ``snapshot_max`` (values up to this size are read whole by ``get()``),
+    metadata PUT while nothing changes; a conditional write waits as long for one before taking
+    its upload as abandoned), ``snapshot_max`` (values up to this size are read whole by ``get()``),
+    ``keep_max`` (a conditional write keeps the data it replaces up to this size, to put it back
+    if its commit fails),
     ``stream_buffer`` (buffer of a streamed value), ``lock_stripes`` (per-key commit locks).
 
     Raises
@@ -92,6 +96,9 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
     read_attempts = 100
     pair_timeout = 5.0
     snapshot_max = 1024 * 1024
+    #: a conditional write keeps in memory the committed data it replaces, up to this
+    #: size, to put it back if its commit fails (unversioned bucket; see ``guard``)
+    keep_max = 1024 * 1024
     stream_buffer = 256 * 1024
     lock_stripes = 64
     #: connections the client it makes keeps at most (never fewer than the store's own
@@ -121,6 +128,7 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
         self._own_client = client is None
         self._reads: Reads = None  # type: ignore[assignment]  # made on connect
         self._uploads: Uploads = None  # type: ignore[assignment]
+        self._guard: DataGuard = None  # type: ignore[assignment]
         self._locks = [threading.Lock() for _ in range(self.lock_stripes)]
         # per thread: the key kvstore.sync expects to be new, and what the last commit wrote
         self._sync_hints = threading.local()
@@ -160,6 +168,7 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
             self._client = self._make_client(credentials)
         self._reads = Reads(self._client, self.bucket, self._errors, self.snapshot_max, self.stream_buffer)
         self._uploads = Uploads(self._client, self.bucket, self._errors, self.part_size, self.upload_workers)
+        self._guard = DataGuard(self._client, self.bucket, self._errors, self._reads)
         self._copies = Copies(self._client, self.bucket, self._errors, self.part_size, self.upload_workers,
                               self.copy_max)
         try:
@@ -280,51 +289,51 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
         uploads: list[DataRef] = []
         seen: tuple[Meta | None] | None = None
         current: Meta | None = None
-        condition: dict[str, str] | None = None
+        guard: Guard | None = None
         if if_revision is not None:  # fail early, before an upload (the commit checks again)
             current, readable = self._check_now(key, names, if_revision, update)
             if readable:
                 seen = (current,)  # the commit's If-Match is on this read: no second GET
             if source is not None or current is None:  # this write uploads data (a new key's empty data)
-                condition = self._data_condition(key, names, current, if_revision, update)
+                guard = self._data_guard(key, names, current, if_revision, update)
         try:
-            if source is not None or condition is not None:
-                uploads.append(self._upload_on(key, names, source, condition, current, if_revision))
+            if guard is not None:
+                assert if_revision is not None
+                uploads.append(self._upload_on(key, names, source, guard, current, if_revision))
+            elif source is not None:
+                uploads.append(self._uploads.upload(names.data, source))
             return [self._commit_write(key, names, source is not None, uploads, metadata, update, if_revision,
                                        seen)]
         except BaseException:
-            # In a versioned bucket the old data is still the previous version: deleting
-            # ours restores the key exactly as it was.
-            for ref in uploads:
-                if ref.version is not None:
-                    self._uploads.forget_version(names.data, ref.version)
+            self._undo_uploads(key, names, uploads, guard)
             raise
 
-    def _upload_on(self, key: str, names: ObjectNames, source: ProgressReader | None,
-                   condition: dict[str, str] | None, current: Meta | None, expected: int | None) -> DataRef:
-        """Upload the data (``source``, or a new key's empty data) on ``condition``; a failed
-        condition means another write replaced the data object first: ConflictError."""
+    def _undo_uploads(self, key: str, names: ObjectNames, uploads: list[DataRef], guard: Guard | None) -> None:
+        """After a failed commit: in a versioned bucket the old data is still the previous
+        version, and deleting ours restores the key exactly as it was; in an unversioned
+        one, a conditional write puts back what its upload replaced (see ``guard``)."""
+        for ref in uploads:
+            if ref.version is not None:
+                self._uploads.forget_version(names.data, ref.version)
+            elif guard is not None and guard.condition:
+                self._guard.undo(key, names, guard, ref)
+
+    def _upload_on(self, key: str, names: ObjectNames, source: ProgressReader | None, guard: Guard,
+                   current: Meta | None, expected: int) -> DataRef:
+        """Upload the data (``source``, or a new key's empty data) on ``guard``'s condition;
+        a failed condition means another write replaced the data object first: ConflictError."""
         try:
             if source is None:
-                return self._uploads.put(names.data, b"", condition=condition)
-            return self._uploads.upload(names.data, source, condition)
+                return self._uploads.put(names.data, b"", condition=guard.condition)
+            return self._uploads.upload(names.data, source, guard.condition)
         except _Conflict:
-            assert expected is not None and condition
-            raise self._lost(key, names, current, expected) from None
-
-    def _read_for_check(self, key: str, names: ObjectNames) -> tuple[Meta | None, bool]:
-        """The key's metadata object, and whether it was readable (an unreadable one is
-        what could be read of it: its ETag, revision and data)."""
-        try:
-            return self._reads.meta(key, names.metadata), True
-        except Unreadable as exc:
-            return exc.meta, False
+            raise self._guard.lost(key, names, current, expected, self.pair_timeout) from None
 
     def _check_now(self, key: str, names: ObjectNames, expected: int,
                    update: dict[str, Any] | None) -> tuple[Meta | None, bool]:
         """Check the condition ``expected`` on the metadata object as it is now (ConflictError);
         the object read and whether it was readable."""
-        current, readable = self._read_for_check(key, names)
+        current, readable = self._guard.read(key, names)
         self._check(key, current, expected, update)
         return current, readable
 
@@ -334,56 +343,11 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
         plan_write(key, {} if current is not None else None, has_data=False,
                    update=update, expected=expected, revision=actual)
 
-    def _data_condition(self, key: str, names: ObjectNames, current: Meta | None, expected: int,
-                        update: dict[str, Any] | None) -> dict[str, str]:
-        """The condition under which a write on ``expected`` may replace the data object:
-        only while it still holds the data that ``current`` (the metadata read) names.
-
-        On an unversioned bucket the data object is overwritten in place, so a conditional
-        write that uploads and then loses the metadata race would destroy the winner's data.
-        Its upload is therefore ``If-Match`` on the ETag of the committed data (``If-None-Match:
-        *`` when there is none): of two racing writers only one replaces it. A data object
-        that ``current`` does not name is another write's, between its upload and its commit:
-        wait for that commit (the metadata changes: ConflictError, unless the condition still
-        holds), for up to ``pair_timeout`` while nothing changes; after that it is taken as
-        abandoned (that writer died) and may be replaced. ``{}``: a versioned bucket, where
-        the metadata names a version that no upload changes.
-        """
-        if current is not None and current.ref.version is not None:
-            return {}
-        patience = Patience(self.pair_timeout)
-        last: str | None = None
-        while True:
-            head = self._reads.head(names.data)
-            if head is None:
-                return {"IfNoneMatch": "*"}
-            if version_of(head) is not None:
-                return {}  # a versioned bucket (a key new to it, or written before versioning)
-            if current is not None and pairing(current.ref, head.get("Metadata") or {}) != OTHER:
-                return {"IfMatch": head["ETag"]}
-            if head["ETag"] != last:  # another upload came meanwhile: that writer is alive
-                last = head["ETag"]
-                patience.reset()
-            if not patience.wait():
-                log.warning("%r: replacing a data object that no metadata names, unchanged for %ss "
-                            "(a writer died between its upload and its commit)", key, self.pair_timeout)
-                return {"IfMatch": head["ETag"]}
-            again, _ = self._read_for_check(key, names)
-            if (again.etag if again else None) != (current.etag if current else None):
-                self._check(key, again, expected, update)  # the other write committed
-                current = again
-                patience.reset()
-
-    def _lost(self, key: str, names: ObjectNames, current: Meta | None, expected: int) -> ConflictError:
-        """The ConflictError of a write whose conditional upload failed: another writer
-        replaced the data object first and commits it (waited for, up to ``pair_timeout``,
-        so that ``actual`` is the revision it commits)."""
-        patience = Patience(self.pair_timeout)
-        before = current.etag if current is not None else None
-        while True:
-            again, _ = self._read_for_check(key, names)
-            if (again.etag if again else None) != before or not patience.wait():
-                return ConflictError(key, expected, again.revision if again is not None else None)
+    def _data_guard(self, key: str, names: ObjectNames, current: Meta | None, expected: int,
+                    update: dict[str, Any] | None) -> Guard:
+        """The condition of a conditional write's upload (:mod:`kvstore.stores.s3.guard`)."""
+        return self._guard.condition(key, names, current, lambda again: self._check(key, again, expected, update),
+                                     self.pair_timeout, self.keep_max)
 
     def _commit_write(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                       metadata: dict[str, Any] | None, update: dict[str, Any] | None,

@@ -97,7 +97,7 @@ class Uploads:
             response = self._client.put_object(Bucket=self._bucket, Key=name, Body=data,
                                                Metadata=ref.headers(),
                                                ContentType="application/octet-stream", **(condition or {}))
-        return dataclasses.replace(ref, version=version_of(response))
+        return dataclasses.replace(ref, version=version_of(response), etag=response.get("ETag"))
 
     def upload(self, name: str, source: ProgressReader, condition: dict[str, str] | None = None) -> DataRef:
         """Upload the data as it is read; one PUT when it fits in one part. ``condition``
@@ -147,7 +147,7 @@ class Uploads:
         except BaseException:
             self._abort(name, upload_id)
             raise
-        return DataRef(write=write, crc32=crc, size=size, version=version_of(response))
+        return DataRef(write=write, crc32=crc, size=size, version=version_of(response), etag=response.get("ETag"))
 
     def _send_parts(self, name: str, upload_id: str, source: ProgressReader,
                     held: list[bytes]) -> tuple[list[dict[str, Any]], int, int]:
