@@ -187,6 +187,17 @@ def test_a_cas_write_losing_to_a_metadata_commit_puts_the_data_back(pair: tuple[
         assert _whole(store, "k") == (b"start", {"n": 1}, 2)
 
 
+def test_a_cas_copy_losing_to_a_metadata_commit_puts_the_data_back(pair: tuple[S3Store, S3Store]) -> None:
+    """The same for copy's server-side CopyObject to its destination."""
+    a, b = pair
+    a.set("k", (b"start", {"n": 0}))
+    a.set("src", (b"copied", {}))
+    with Before(b._client, "PutObject", ".metadata", lambda: a.update_metadata("k", {"n": 1})):
+        with pytest.raises(ConflictError):
+            b.copy("src", "k", if_revision=1)
+    assert _whole(b, "k") == (b"start", {"n": 1}, 2)
+
+
 def test_a_cas_write_losing_to_a_delete_leaves_no_data_object(pair: tuple[S3Store, S3Store],
                                                               s3_client: Any, s3_bucket: str) -> None:
     """Deleted between B's data PUT and its commit: B removes the data it uploaded, so no
