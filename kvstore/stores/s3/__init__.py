@@ -5,8 +5,9 @@ made, so ``import kvstore`` works without it.
 
 The package, one module per job: ``options`` (the options and the ``s3://`` URL's query),
 ``naming`` (object names), ``format`` (the metadata object's body and headers), ``uploads``,
-``reads``, ``errors`` (botocore's errors translated at one boundary) and ``store`` (S3Store,
-its commit and listing). What a write does to a key is decided by ``kvstore._rules``, as for
+``reads``, ``guard`` (the conditional uploads of writes on ``if_revision``), ``errors``
+(botocore's errors translated at one boundary) and ``store`` (S3Store, its commit and
+listing). What a write does to a key is decided by ``kvstore._rules``, as for
 every backend.
 
 Layout
@@ -50,6 +51,29 @@ service applying a conditional PUT atomically, as S3 does; moto's server checks 
 in two steps, so under heavy contention between instances it can let a lost update through
 (threads of one instance also take turns per key, so they never do).
 
+A write on ``if_revision`` checks the revision on a read of the metadata object first, and
+its commit is ``If-Match`` on that read (no second read). One that uploads data (``set``,
+``set_data``, ``from_file``, ``from_bytes``, ``copy``/``move`` to their destination, and
+``set_metadata`` creating a key, which uploads empty data) would, on an unversioned bucket,
+overwrite the data object in place before learning that it lost: the winner's metadata
+would name data that is gone. So its upload is conditional too (module ``guard``):
+``If-Match`` on the ETag of the data object the metadata names, or ``If-None-Match: *``
+when there is none, on the PUT, the CompleteMultipartUpload or the CopyObject; of two
+racing writers only one replaces the data, the other gets ``ConflictError`` with nothing
+written. A data object that the metadata does not name belongs to a write between its
+upload and its commit: the write waits for that commit (then ``ConflictError``) while
+nothing changes, up to ``pair_timeout``, and then takes it as abandoned and replaces it.
+A commit of metadata alone (``update_metadata``, ``set_metadata``) can still land between
+such an upload and its commit, and name the data the upload replaced: the failing write
+then reads the metadata again and puts those bytes back (kept from the data object's
+read, for a value up to ``keep_max``, 1 MiB; a larger one is lost, with a warning: use
+versioning), or, if the key has been deleted meanwhile, deletes its upload. The same
+undo follows a metadata PUT that fails outright. S3 checks all these conditions; moto 5.2
+checks ``If-Match`` / ``If-None-Match`` on PutObject and ``If-None-Match`` on
+CompleteMultipartUpload only (not ``If-Match`` there, nor either on CopyObject). Writes
+without a condition do none of this and cost what they did; a versioned bucket needs none
+of it (the metadata names a version no upload changes).
+
 A reader GETs the metadata object, then the data, and uses the data only if its write id is
 the one the metadata names (in a versioned bucket it reads the named ``VersionId``, which no
 later write can change). When they differ it reads the metadata again, which may name that
@@ -71,11 +95,12 @@ write id, then ``If-Match`` on its ETag): a writer's upload racing the delete is
 
 A stream that fails mid-way aborts the multipart upload (no parts are left behind) before
 anything is visible: the key keeps its old value. On an unversioned bucket, however, the
-data object is overwritten in place, so a writer killed (or a metadata PUT failing) in the
-instant between the two steps leaves new data under old metadata; reads of that key then
-raise ``StoreError`` until it is written again. With bucket versioning enabled there is no
-such window: the metadata names the data version, and a failed commit deletes the version
-it uploaded. Enable versioning where that matters (and a lifecycle rule for old versions).
+data object is overwritten in place, so a writer killed (or, for a write without a
+condition, a metadata PUT failing) in the instant between the two steps leaves new data
+under old metadata; reads of that key then raise ``StoreError`` until it is written again.
+With bucket versioning enabled there is no such window: the metadata names the data
+version, and a failed commit deletes the version it uploaded. Enable versioning where that
+matters (and a lifecycle rule for old versions).
 
 Integrity
 ---------

@@ -4,17 +4,21 @@ client; the copy carries a fresh write id and the source's CRC32 and size, like 
 
 The source is pinned: its ``VersionId`` in a versioned bucket, else its ETag
 (``CopySourceIfMatch``), so a write of the source meanwhile fails the copy (``_Conflict``)
-instead of mixing two values.
+instead of mixing two values. The destination may be conditional too (``IfMatch`` /
+``IfNoneMatch`` on CopyObject or on the multipart copy's completion; S3 checks them, moto
+5.2 does not): a failed condition on either side raises ``_Conflict``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ErrorMap
+from .errors import ErrorMap, _Conflict, _Missing
 from .format import H_WRITE, DataRef, version_of
 
 __all__ = ["CopySource", "Copies"]
@@ -62,16 +66,19 @@ class Copies:
         self.workers = workers
         self.copy_max = copy_max
 
-    def copy(self, source: CopySource, name: str) -> DataRef:
-        """Copy ``source`` to the data object ``name``; the DataRef its commit names."""
+    def copy(self, source: CopySource, name: str, condition: dict[str, str] | None = None) -> DataRef:
+        """Copy ``source`` to the data object ``name`` (on ``condition`` on that object:
+        ``IfMatch`` / ``IfNoneMatch``); the DataRef its commit names."""
         ref = DataRef(write=uuid.uuid4().hex, crc32=source.crc32, size=source.size)
         if source.size > self.copy_max:
-            return self._multipart(source, name, ref)
-        with self._errors():
+            return self._multipart(source, name, ref, condition or {})
+        with self._conditional(condition):
             response = self._client.copy_object(
                 Bucket=self._bucket, Key=name, CopySource=source.spec(), MetadataDirective="REPLACE",
-                Metadata=ref.headers(), ContentType="application/octet-stream", **source.condition())
-        return DataRef(ref.write, ref.crc32, ref.size, version_of(response))
+                Metadata=ref.headers(), ContentType="application/octet-stream", **source.condition(),
+                **(condition or {}))
+        return DataRef(ref.write, ref.crc32, ref.size, version_of(response),
+                       (response.get("CopyObjectResult") or {}).get("ETag"))
 
     def ranges(self, size: int) -> list[tuple[int, int]]:
         """The inclusive byte ranges of a multipart copy of ``size`` bytes."""
@@ -79,7 +86,14 @@ class Copies:
         part = min(part, self.copy_max) if self.copy_max >= self.part_size else part
         return [(start, min(start + part, size) - 1) for start in range(0, size, part)]
 
-    def _multipart(self, source: CopySource, name: str, ref: DataRef) -> DataRef:
+    def _conditional(self, condition: dict[str, str] | None) -> Any:
+        """The error map; under a destination condition an If-Match on a data object
+        deleted meanwhile (404) is a failed condition (a missing source stays an error)."""
+        if not condition or "IfMatch" not in condition:
+            return self._errors()
+        return _missing_is_conflict(self._errors)
+
+    def _multipart(self, source: CopySource, name: str, ref: DataRef, condition: dict[str, str]) -> DataRef:
         with self._errors():
             upload_id = self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=name, Metadata=ref.headers(),
@@ -90,13 +104,14 @@ class Copies:
                 futures = [pool.submit(self._copy_part, source, name, upload_id, number, span)
                            for number, span in enumerate(self.ranges(source.size), start=1)]
                 parts = [f.result() for f in futures]
-            with self._errors():
+            with self._conditional(condition):
                 response = self._client.complete_multipart_upload(
-                    Bucket=self._bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts})
+                    Bucket=self._bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                    **condition)
         except BaseException:
             self._abort(name, upload_id)
             raise
-        return DataRef(ref.write, ref.crc32, ref.size, version_of(response))
+        return DataRef(ref.write, ref.crc32, ref.size, version_of(response), response.get("ETag"))
 
     def _copy_part(self, source: CopySource, name: str, upload_id: str, number: int,
                    span: tuple[int, int]) -> dict[str, Any]:
@@ -112,6 +127,15 @@ class Copies:
                 self._client.abort_multipart_upload(Bucket=self._bucket, Key=name, UploadId=upload_id)
         except Exception:  # best effort: the copy's own error is the one to report
             pass
+
+
+@contextlib.contextmanager
+def _missing_is_conflict(errors: ErrorMap) -> Iterator[None]:
+    try:
+        with errors(missing=True):
+            yield
+    except _Missing as exc:
+        raise _Conflict(str(exc)) from exc
 
 
 def written_by(head: dict[str, Any]) -> str | None:

@@ -36,12 +36,16 @@ H_REVISION = "kvstore-revision"
 
 @dataclasses.dataclass(frozen=True)
 class DataRef:
-    """What a metadata object says about the data committed with it (None: unknown)."""
+    """What a metadata object says about the data committed with it (None: unknown).
+
+    ``etag``: the data object's ETag as an upload left it (not part of what a metadata
+    object says, nor of the comparison)."""
 
     write: str | None = None
     crc32: int | None = None
     size: int | None = None
     version: str | None = None
+    etag: str | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def from_headers(cls, headers: dict[str, str]) -> DataRef:

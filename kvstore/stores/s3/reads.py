@@ -22,7 +22,7 @@ from .errors import ErrorMap, _Conflict, _Missing
 from .format import H_WRITE, DataRef, Meta, parse_meta, version_of
 from .naming import ObjectNames
 
-__all__ = ["Reads"]
+__all__ = ["Reads", "Patience", "pairing"]
 
 OK, FOREIGN, OTHER = "ok", "foreign", "other"
 
@@ -67,7 +67,7 @@ class _Look:
         return pairing(ref, {H_WRITE: self.write} if self.write is not None else {}) != OTHER
 
 
-class _Patience:
+class Patience:
     """How long a reader waits while nothing changes: a writer between its data upload and
     its metadata PUT (sleeps of 5 ms doubling up to 100 ms, for ``timeout`` seconds)."""
 
@@ -175,6 +175,22 @@ class Reads:
         except _Missing:
             return None
 
+    def data_object(self, name: str, read_up_to: int) -> tuple[dict[str, Any], bytes | None] | None:
+        """The object ``name``: its response (a HEAD's fields) and, if it has at most
+        ``read_up_to`` bytes, its bytes (one GET; ``read_up_to < 0``: a HEAD only). None
+        when it does not exist."""
+        if read_up_to < 0:
+            head = self.head(name)
+            return None if head is None else (head, None)
+        try:
+            with self._errors(missing=True):
+                response = self._client.get_object(Bucket=self._bucket, Key=name)
+                with contextlib.closing(response.pop("Body")) as body:
+                    small = int(response["ContentLength"]) <= read_up_to
+                    return response, body.read() if small else None
+        except _Missing:
+            return None
+
     def headers(self, name: str) -> dict[str, str] | None:
         """The user headers of the object ``name``, or None when it does not exist."""
         head = self.head(name)
@@ -207,7 +223,7 @@ class Reads:
         """
         current = self.meta_of(key, names.metadata)
         previous: _Look | None = None
-        patience = _Patience(pair_timeout)
+        patience = Patience(pair_timeout)
         changes = 0
         while changes < read_attempts:
             look = self._look(names.data, current)

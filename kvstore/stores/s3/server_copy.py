@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from ..._value import Change
     from .copies import Copies
     from .errors import ErrorMap
-    from .format import DataRef
+    from .format import DataRef, Meta
+    from .guard import Guard
     from .naming import Naming, ObjectNames
     from .reads import Reads
     from .uploads import Uploads
@@ -37,11 +38,18 @@ class ServerSideCopies:
         _reads: Reads
         _uploads: Uploads
 
-        def _check_now(self, key: str, names: ObjectNames, expected: int, update: dict[str, Any] | None) -> None: ...
+        def _check_now(self, key: str, names: ObjectNames, expected: int,
+                       update: dict[str, Any] | None) -> tuple[Meta | None, bool]: ...
+
+        def _data_guard(self, key: str, names: ObjectNames, current: Meta | None, expected: int,
+                        update: dict[str, Any] | None) -> Guard: ...
+
+        def _undo_uploads(self, key: str, names: ObjectNames, uploads: list[DataRef],
+                          guard: Guard | None) -> None: ...
 
         def _commit_write(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                           metadata: dict[str, Any] | None, update: dict[str, Any] | None,
-                          expected: int | None = None) -> Change: ...
+                          expected: int | None = None, seen: tuple[Meta | None] | None = None) -> Change: ...
 
     # ------------------------------------------------------------ server-side copies (issue 20)
     #
@@ -64,20 +72,27 @@ class ServerSideCopies:
         through the client."""
         names = self._naming.names(dst)
         uploads: list[DataRef] = []
+        current: Meta | None = None
+        seen: tuple[Meta | None] | None = None
+        guard: Guard | None = None
         if if_revision is not None:  # fail early, before the copy (the commit checks again)
-            self._check_now(dst, names, if_revision, None)
+            current, readable = self._check_now(dst, names, if_revision, None)
+            seen = (current,) if readable else None
         try:
             for _ in range(self.commit_attempts):
                 pinned, metadata = source._pinned(src)
+                if if_revision is not None:
+                    # replace the destination's data only while it is the committed one
+                    # (S3Store._data_guard); looked at again after a conflict, which may
+                    # have been the destination's
+                    guard = self._data_guard(dst, names, current, if_revision, None)
                 try:
-                    uploads.append(self._copies.copy(pinned, names.data))
+                    uploads.append(self._copies.copy(pinned, names.data, guard.condition if guard else None))
                 except _Conflict:
-                    continue  # the source was written between its HEAD and the copy: again
-                return [self._commit_write(dst, names, True, uploads, metadata, None, if_revision)]
+                    continue  # the source (or the destination) was written meanwhile: again
+                return [self._commit_write(dst, names, True, uploads, metadata, None, if_revision, seen)]
         except BaseException:
-            for ref in uploads:
-                if ref.version is not None:
-                    self._uploads.forget_version(names.data, ref.version)
+            self._undo_uploads(dst, names, uploads, guard)
             raise
         raise StoreError(f"could not copy {src!r}: it changed {self.commit_attempts} times while copied")
 

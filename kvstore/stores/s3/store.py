@@ -30,6 +30,7 @@ from .history import read_history
 from .listing import Listings, MetadataCache
 from .naming import Naming, ObjectNames, encode_long_key
 from .options import S3Options
+from .guard import DataGuard, Guard
 from .reads import Reads
 from .copies import COPY_MAX, Copies
 from .server_copy import ServerSideCopies
@@ -79,7 +80,10 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
     ``commit_attempts`` (conditional metadata PUTs tried before a write gives up),
     ``read_attempts`` (changes of a key a ``get()`` sees before it gives up),
     ``pair_timeout`` (seconds a reader waits for a writer between its data upload and its
-    metadata PUT while nothing changes), ``snapshot_max`` (values up to this size are read whole by ``get()``),
+    metadata PUT while nothing changes; a conditional write waits as long for one before taking
+    its upload as abandoned), ``snapshot_max`` (values up to this size are read whole by ``get()``),
+    ``keep_max`` (a conditional write keeps the data it replaces up to this size, to put it back
+    if its commit fails),
     ``stream_buffer`` (buffer of a streamed value), ``lock_stripes`` (per-key commit locks).
 
     Raises
@@ -93,6 +97,9 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
     read_attempts = 100
     pair_timeout = 5.0
     snapshot_max = 1024 * 1024
+    #: a conditional write keeps in memory the committed data it replaces, up to this
+    #: size, to put it back if its commit fails (unversioned bucket; see ``guard``)
+    keep_max = 1024 * 1024
     stream_buffer = 256 * 1024
     lock_stripes = 64
     #: connections the client it makes keeps at most (never fewer than the store's own
@@ -122,6 +129,7 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
         self._own_client = client is None
         self._reads: Reads = None  # type: ignore[assignment]  # made on connect
         self._uploads: Uploads = None  # type: ignore[assignment]
+        self._guard: DataGuard = None  # type: ignore[assignment]
         self._locks = [threading.Lock() for _ in range(self.lock_stripes)]
         # per thread: the key kvstore.sync expects to be new, and what the last commit wrote
         self._sync_hints = threading.local()
@@ -163,6 +171,7 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
             self._client = self._make_client(credentials)
         self._reads = Reads(self._client, self.bucket, self._errors, self.snapshot_max, self.stream_buffer)
         self._uploads = Uploads(self._client, self.bucket, self._errors, self.part_size, self.upload_workers)
+        self._guard = DataGuard(self._client, self.bucket, self._errors, self._reads)
         self._copies = Copies(self._client, self.bucket, self._errors, self.part_size, self.upload_workers,
                               self.copy_max)
         try:
@@ -281,61 +290,103 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
                update: dict[str, Any] | None, if_revision: int | None = None) -> list[Change]:
         names = self._naming.names(key)
         uploads: list[DataRef] = []
+        seen: tuple[Meta | None] | None = None
+        current: Meta | None = None
+        guard: Guard | None = None
         if if_revision is not None:  # fail early, before an upload (the commit checks again)
-            self._check_now(key, names, if_revision, update)
+            current, readable = self._check_now(key, names, if_revision, update)
+            if readable:
+                seen = (current,)  # the commit's If-Match is on this read: no second GET
+            if source is not None or current is None:  # this write uploads data (a new key's empty data)
+                guard = self._data_guard(key, names, current, if_revision, update)
         try:
-            if source is not None:
+            if guard is not None:
+                assert if_revision is not None
+                uploads.append(self._upload_on(key, names, source, guard, current, if_revision))
+            elif source is not None:
                 uploads.append(self._uploads.upload(names.data, source))
-            return [self._commit_write(key, names, source is not None, uploads, metadata, update, if_revision)]
+            return [self._commit_write(key, names, source is not None, uploads, metadata, update, if_revision,
+                                       seen)]
         except BaseException:
-            # In a versioned bucket the old data is still the previous version: deleting
-            # ours restores the key exactly as it was.
-            for ref in uploads:
-                if ref.version is not None:
-                    self._uploads.forget_version(names.data, ref.version)
+            self._undo_uploads(key, names, uploads, guard)
             raise
 
-    def _check_now(self, key: str, names: ObjectNames, expected: int, update: dict[str, Any] | None) -> None:
+    def _undo_uploads(self, key: str, names: ObjectNames, uploads: list[DataRef], guard: Guard | None) -> None:
+        """After a failed commit: in a versioned bucket the old data is still the previous
+        version, and deleting ours restores the key exactly as it was; in an unversioned
+        one, a conditional write puts back what its upload replaced (see ``guard``)."""
+        for ref in uploads:
+            if ref.version is not None:
+                self._uploads.forget_version(names.data, ref.version)
+            elif guard is not None and guard.condition:
+                self._guard.undo(key, names, guard, ref)
+
+    def _upload_on(self, key: str, names: ObjectNames, source: ProgressReader | None, guard: Guard,
+                   current: Meta | None, expected: int) -> DataRef:
+        """Upload the data (``source``, or a new key's empty data) on ``guard``'s condition;
+        a failed condition means another write replaced the data object first: ConflictError."""
         try:
-            current = self._reads.meta(key, names.metadata)
-        except Unreadable as exc:
-            current = exc.meta
+            if source is None:
+                return self._uploads.put(names.data, b"", condition=guard.condition)
+            return self._uploads.upload(names.data, source, guard.condition)
+        except _Conflict:
+            raise self._guard.lost(key, names, current, expected, self.pair_timeout) from None
+
+    def _check_now(self, key: str, names: ObjectNames, expected: int,
+                   update: dict[str, Any] | None) -> tuple[Meta | None, bool]:
+        """Check the condition ``expected`` on the metadata object as it is now (ConflictError);
+        the object read and whether it was readable."""
+        current, readable = self._guard.read(key, names)
+        self._check(key, current, expected, update)
+        return current, readable
+
+    @staticmethod
+    def _check(key: str, current: Meta | None, expected: int, update: dict[str, Any] | None) -> None:
         actual = current.revision if current is not None else None
         plan_write(key, {} if current is not None else None, has_data=False,
                    update=update, expected=expected, revision=actual)
 
+    def _data_guard(self, key: str, names: ObjectNames, current: Meta | None, expected: int,
+                    update: dict[str, Any] | None) -> Guard:
+        """The condition of a conditional write's upload (:mod:`kvstore.stores.s3.guard`)."""
+        return self._guard.condition(key, names, current, lambda again: self._check(key, again, expected, update),
+                                     self.pair_timeout, self.keep_max)
+
     def _commit_write(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                       metadata: dict[str, Any] | None, update: dict[str, Any] | None,
-                      expected: int | None = None) -> Change:
+                      expected: int | None = None, seen: tuple[Meta | None] | None = None) -> Change:
         """PUT the metadata object (the commit point), conditionally; retry on conflicts.
 
         What the write does is :func:`kvstore._rules.plan_write`'s; ``uploads`` holds the
         data this write put (none yet, or its own, or the empty data of a new key). The
         condition ``expected`` is checked against the metadata object read, and the PUT is
         conditional on that object (If-Match / If-None-Match): across hosts, the check and
-        the write are one step.
+        the write are one step. ``seen``: ``(the metadata object,)`` as this write has just
+        read it (``(None,)``: missing), for the first attempt instead of reading it again.
         """
         # A key a listing has just shown missing (kvstore.sync's hint) is first tried as a
         # new key without reading its metadata object: If-None-Match keeps that right when
         # it exists after all (the PUT fails and the usual read-and-retry goes on).
-        fresh = getattr(self._sync_hints, "new", None) == key and expected is None
+        if getattr(self._sync_hints, "new", None) == key and expected is None:
+            seen = (None,)
         self._sync_hints.new = None
         self._sync_hints.written = None
         with self._lock_for(key):
             for _ in range(self.commit_attempts):
-                change = self._try_commit(key, names, has_data, uploads, metadata, update, expected, fresh)
+                change = self._try_commit(key, names, has_data, uploads, metadata, update, expected, seen)
                 if change is not None:
                     return change
-                fresh = False
+                seen = None
         raise StoreError(f"could not commit {key!r}: its metadata changed {self.commit_attempts} "
                          f"times while this write was retried")
 
     def _try_commit(self, key: str, names: ObjectNames, has_data: bool, uploads: list[DataRef],
                     metadata: dict[str, Any] | None, update: dict[str, Any] | None,
-                    expected: int | None = None, fresh: bool = False) -> Change | None:
+                    expected: int | None = None, seen: tuple[Meta | None] | None = None) -> Change | None:
         """One conditional metadata PUT: the change, or None when another writer came first
-        (``fresh``: the key is taken to be new, unread; None when it is not)."""
-        current = None if fresh else self._current_for_write(key, names, metadata)
+        (``seen``: the metadata object taken as current without reading it; None when it
+        is not current any more)."""
+        current = self._current_for_write(key, names, metadata) if seen is None else seen[0]
         outcome = plan_write(key, current.metadata if current is not None else None,
                              has_data=has_data, metadata=metadata, update=update,
                              expected=expected, revision=current.revision if current is not None else None)
@@ -357,8 +408,8 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
                     Metadata=commit_headers(ref, created, now, long_key, revision),
                     Body=metadata_body(outcome.metadata), ContentType="application/json", **condition)
         except (_Conflict, _Missing):
-            if fresh:
-                return None  # it exists: read it, and go on as for any write
+            if seen is not None:
+                return None  # it changed since it was read (or exists): read it, and go on
             if expected is None and self._overtaken(names, uploads):
                 # A later upload has replaced our data and will commit its own metadata:
                 # ours was overtaken (last writer wins).

@@ -3,20 +3,27 @@ the source is read; the CRC32 and size of the whole value are computed on the wa
 
 Each upload carries a fresh write id (``kvstore-write``) that the metadata commit names.
 A multipart upload that fails is aborted, so no parts are left behind.
+
+An upload may be conditional (``If-Match`` on the data object's ETag, or ``If-None-Match:
+*``), on its PUT or on its CompleteMultipartUpload: a condition that fails raises
+``_Conflict`` and nothing is written (S3 checks both; moto 5.2 checks a multipart upload's
+``If-None-Match`` only).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import uuid
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from ...base import ProgressReader
 from ...errors import StoreError
-from .errors import ErrorMap
+from .errors import ErrorMap, _Conflict, _Missing
 from .format import H_WRITE, DataRef, version_of
 
 __all__ = ["Uploads"]
@@ -77,22 +84,43 @@ class Uploads:
         self.part_size = part_size
         self.workers = workers
 
-    def put(self, name: str, data: Any, write: str | None = None) -> DataRef:
-        """One PUT of the whole value ``data``."""
+    def put(self, name: str, data: Any, write: str | None = None,
+            condition: dict[str, str] | None = None) -> DataRef:
+        """One PUT of the whole value ``data`` (on ``condition``: ``IfMatch`` / ``IfNoneMatch``).
+
+        Raises
+        ------
+        _Conflict : the condition failed (nothing written).
+        """
         ref = DataRef(write=write or uuid.uuid4().hex, crc32=zlib.crc32(data), size=len(data))
-        with self._errors():
+        with self._conditional(condition):
             response = self._client.put_object(Bucket=self._bucket, Key=name, Body=data,
                                                Metadata=ref.headers(),
-                                               ContentType="application/octet-stream")
-        return dataclasses.replace(ref, version=version_of(response))
+                                               ContentType="application/octet-stream", **(condition or {}))
+        return dataclasses.replace(ref, version=version_of(response), etag=response.get("ETag"))
 
-    def upload(self, name: str, source: ProgressReader) -> DataRef:
-        """Upload the data as it is read; one PUT when it fits in one part."""
+    def upload(self, name: str, source: ProgressReader, condition: dict[str, str] | None = None) -> DataRef:
+        """Upload the data as it is read; one PUT when it fits in one part. ``condition``
+        as for :meth:`put` (of a multipart upload, checked by its completion)."""
         write = uuid.uuid4().hex
         held = [read_first(source, self.part_size)]  # handed on, so that no frame keeps it
         if len(held[0]) < self.part_size:
-            return self.put(name, held.pop(), write)
-        return self._multipart(name, source, held, write)
+            return self.put(name, held.pop(), write, condition)
+        return self._multipart(name, source, held, write, condition)
+
+    @contextlib.contextmanager
+    def _conditional(self, condition: dict[str, str] | None) -> Iterator[None]:
+        """The error map; under a condition, an If-Match on an object deleted meanwhile
+        (404) is a failed condition like a 412."""
+        if not condition:
+            with self._errors():
+                yield
+            return
+        try:
+            with self._errors(missing=True):
+                yield
+        except _Missing as exc:
+            raise _Conflict(str(exc)) from exc
 
     def forget_version(self, name: str, version: str) -> None:
         """Delete the uncommitted ``version`` of the data object ``name`` (best effort)."""
@@ -102,7 +130,8 @@ class Uploads:
         except StoreError as exc:
             log.warning("could not delete the uncommitted version %s of %s: %s", version, name, exc)
 
-    def _multipart(self, name: str, source: ProgressReader, held: list[bytes], write: str) -> DataRef:
+    def _multipart(self, name: str, source: ProgressReader, held: list[bytes], write: str,
+                   condition: dict[str, str] | None = None) -> DataRef:
         with self._errors():
             # CRC32 per part, as boto3's own transfers do: S3 checks each part on arrival
             # and keeps a composite checksum instead of rereading the whole object.
@@ -111,13 +140,14 @@ class Uploads:
                 ContentType="application/octet-stream", ChecksumAlgorithm="CRC32")["UploadId"]
         try:
             parts, crc, size = self._send_parts(name, upload_id, source, held)
-            with self._errors():
+            with self._conditional(condition):
                 response = self._client.complete_multipart_upload(
-                    Bucket=self._bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts})
+                    Bucket=self._bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                    **(condition or {}))
         except BaseException:
             self._abort(name, upload_id)
             raise
-        return DataRef(write=write, crc32=crc, size=size, version=version_of(response))
+        return DataRef(write=write, crc32=crc, size=size, version=version_of(response), etag=response.get("ETag"))
 
     def _send_parts(self, name: str, upload_id: str, source: ProgressReader,
                     held: list[bytes]) -> tuple[list[dict[str, Any]], int, int]:
