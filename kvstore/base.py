@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import socket
 import threading
@@ -22,7 +21,7 @@ from urllib.parse import SplitResult
 from . import signals
 from ._bus import BusMixin
 from ._conveniences import ConvenienceMixin
-from ._keys import check_key, criteria_of, dump_metadata, literal_prefix, matches, select_names
+from ._keys import check_key, criteria_of, literal_prefix, matches, normalize_metadata, select_names
 from ._progress import ProgressReader, _as_stream, _Progress, _stream_size
 from ._rules import check_if_revision
 from ._subscription import Subscription
@@ -318,7 +317,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
                 stream, given = value
             except (TypeError, ValueError):
                 raise TypeError("value must be a Value or a (stream, metadata) pair") from None
-        metadata: Dict[str, Any] = json.loads(dump_metadata(given))
+        metadata: Dict[str, Any] = normalize_metadata(given)
         self._write_stream(key, _as_stream(stream), metadata, buffer_size, "set", expected)
 
     def set_data(self, key: str, data: Any, buffer_size: int = DEFAULT_BUFFER_SIZE, *,
@@ -342,7 +341,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         """
         self._ready_to_write(key)
         expected = check_if_revision(if_revision)
-        self._apply(self._write(key, None, json.loads(dump_metadata(metadata)), None, expected))
+        self._apply(self._write(key, None, normalize_metadata(metadata), None, expected))
 
     def update_metadata(self, key: str, metadata: Mapping[str, Any], *, if_revision: Optional[int] = None) -> None:
         """Merge ``metadata`` into the stored metadata, atomically (no concurrent update is lost).
@@ -354,7 +353,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         """
         self._ready_to_write(key)
         expected = check_if_revision(if_revision)
-        update = json.loads(dump_metadata(metadata))
+        update = normalize_metadata(metadata)
         self._apply(self._write(key, None, None, update, expected))
 
     def delete(self, key: str, *, if_revision: Optional[int] = None) -> None:
