@@ -59,7 +59,7 @@ class BusMixin:
         return Subscription(self, receiver, pattern, kinds)  # type: ignore[arg-type]  # self is an AbstractStore
 
     def _apply(self, changes: List[Change]) -> None:
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         if tx is not None:
             tx.held.extend(changes)
         else:
