@@ -377,9 +377,15 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
     def _write_stream(self, key: str, stream: Any, metadata: Optional[Dict[str, Any]],
                       buffer_size: int, message: str, if_revision: Optional[int] = None) -> None:
-        with self._progress(key, message, _stream_size(stream)) as progress:
+        # What ``with self._progress(...)`` does, without a generator per write.
+        progress = _Progress(self, key, message, _stream_size(stream))
+        try:
             changes = self._write(key, ProgressReader(stream, progress, buffer_size), metadata, None,
                                   if_revision)
+        except BaseException:
+            progress.finish("exception")
+            raise
+        progress.finish("normal")
         self._apply(changes)
 
     @contextlib.contextmanager
