@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Sequence
 from . import signals
 from ._subscription import Subscription, check_filter
 from ._value import Change, _copy_metadata
-from .events import MODIFICATION_CLASSES, StoreEvent, StoreModificationEvent
+from .events import MODIFICATION_CLASSES, StoreEvent, StoreModificationEvent, _key_event
 
 __all__ = ["BusMixin"]
 
@@ -59,18 +59,28 @@ class BusMixin:
         return Subscription(self, receiver, pattern, kinds)  # type: ignore[arg-type]  # self is an AbstractStore
 
     def _apply(self, changes: List[Change]) -> None:
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         if tx is not None:
             tx.held.extend(changes)
         else:
             self._emit(changes)
 
     def _emit(self, changes: Iterable[Change]) -> None:
+        # _send's loop, with the event built when the first receiver of this store comes
+        # up: nobody listening (or muted()) builds no event, and the receivers are looked
+        # up once (has_receivers_for then receivers_for would look the sender up twice).
         for change in changes:
             signal = signals.MODIFICATION_SIGNALS[change.kind]
-            if signal.is_muted or not signal.has_receivers_for(self):
-                continue  # nobody listens to this store: build no event
-            self._send(signal, self._event_of(change))
+            if signal.is_muted or not signal.receivers:
+                continue
+            event = None
+            for receiver in signal.receivers_for(self):
+                if event is None:
+                    event = self._event_of(change)
+                try:
+                    receiver(self, event=event)
+                except Exception:
+                    log.exception("receiver %r of %s raised", receiver, signal.name)
 
     def history(self, key: str) -> List[StoreModificationEvent]:
         """The key's changes, oldest first, as events (``StoreSetEvent``,
@@ -91,13 +101,12 @@ class BusMixin:
 
     def _event_of(self, change: Change) -> StoreModificationEvent:
         """The event of ``change`` for this store (``remote`` when another instance made it)."""
-        cls = MODIFICATION_CLASSES[change.kind]
         origin = self.origin if change.origin is None else change.origin
-        return cls(store=self, origin=origin, remote=origin != self.origin, key=change.key,
-                   metadata=(_copy_metadata(change.metadata) if change.text is None
-                             else json.loads(change.text)),
-                   sequence=change.sequence, revision=change.revision,
-                   timestamp=time.time() if change.timestamp is None else change.timestamp)
+        return _key_event(MODIFICATION_CLASSES[change.kind], self, origin,
+                         time.time() if change.timestamp is None else change.timestamp,
+                         origin != self.origin, change.key,
+                         _copy_metadata(change.metadata) if change.text is None else json.loads(change.text),
+                         change.sequence, change.revision)
 
     def _send(self, signal: Any, event: StoreEvent) -> None:
         # blinker's Signal.send semantics (muted() honoured; coroutine receivers are

@@ -84,8 +84,85 @@ def dump_metadata(metadata: Any) -> str:
 
 
 def normalize_metadata(metadata: Any) -> Dict[str, Any]:
-    """Return a fresh copy of ``metadata`` as it will come back from the store."""
+    """Validate ``metadata`` as :func:`dump_metadata` does (the same errors) and return a
+    fresh copy of it as it will come back from the store: ``json.loads(dump_metadata(metadata))``.
+
+    Every write's path: plain metadata (the built-in types JSON maps one to one) is checked
+    and copied in one walk, several times cheaper than encoding and decoding it; anything
+    else, errors included, takes the JSON round trip, which decides and words the error.
+    """
+    if type(metadata) is dict:
+        try:
+            return _copy_dict(metadata, 1)
+        except _Unusual:
+            pass
     return json.loads(dump_metadata(metadata))
+
+
+class _Unusual(Exception):
+    """Raised by the one-walk copy on what it does not know: the JSON round trip decides."""
+
+
+# Types whose values json.loads(json.dumps(v)) gives back as they are (exact types only: a
+# subclass may encode otherwise). ints beyond 64 bits are left to the round trip, which
+# knows the interpreter's limit on digits; floats must be finite.
+_KEPT = frozenset({str, bool, type(None)})
+_INT_LIMIT = 1 << 64
+
+
+def _copy_dict(value: Dict[Any, Any], depth: int) -> Dict[str, Any]:
+    # What a JSON round trip gives: the same names in the same order (str names cannot
+    # collide), a tuple as a list, every container new; _check_names's depth rule (a cycle
+    # ends there too).
+    if depth > MAX_METADATA_DEPTH:
+        raise _Unusual
+    out = {}
+    for name, item in value.items():
+        if type(name) is not str:
+            raise _Unusual
+        kind = type(item)
+        if kind in _KEPT:
+            out[name] = item
+        elif kind is int:
+            if not -_INT_LIMIT < item < _INT_LIMIT:
+                raise _Unusual
+            out[name] = item
+        elif kind is float:
+            if item - item != 0.0:  # NaN or an infinity
+                raise _Unusual
+            out[name] = item
+        elif kind is dict:
+            out[name] = _copy_dict(item, depth + 1)
+        elif kind is list or kind is tuple:
+            out[name] = _copy_list(item, depth + 1)
+        else:
+            raise _Unusual
+    return out
+
+
+def _copy_list(value: Any, depth: int) -> List[Any]:
+    if depth > MAX_METADATA_DEPTH:
+        raise _Unusual
+    out = []
+    for item in value:
+        kind = type(item)
+        if kind in _KEPT:
+            out.append(item)
+        elif kind is int:
+            if not -_INT_LIMIT < item < _INT_LIMIT:
+                raise _Unusual
+            out.append(item)
+        elif kind is float:
+            if item - item != 0.0:
+                raise _Unusual
+            out.append(item)
+        elif kind is dict:
+            out.append(_copy_dict(item, depth + 1))
+        elif kind is list or kind is tuple:
+            out.append(_copy_list(item, depth + 1))
+        else:
+            raise _Unusual
+    return out
 
 
 def canonical(value: Any) -> str:

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+from ._keys import normalize_metadata
+
 __all__ = ["Value", "Change", "Opener", "ValueLike", "DEFAULT_BUFFER_SIZE"]
 
 DEFAULT_BUFFER_SIZE = 1048576
@@ -17,7 +19,10 @@ Opener = Callable[[int, int], BinaryIO]
 
 
 def _copy_metadata(metadata: Dict[str, Any]) -> Dict[str, Any]:
-    return json.loads(json.dumps(metadata))
+    """A fresh copy of metadata already validated (what ``json.loads(json.dumps(metadata))``
+    gives, in one walk)."""
+    return normalize_metadata(metadata)
+
 
 class Value:
     """A consistent snapshot of one key: data and metadata from the same write.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import socket
 import threading
@@ -22,7 +21,7 @@ from urllib.parse import SplitResult
 from . import signals
 from ._bus import BusMixin
 from ._conveniences import ConvenienceMixin
-from ._keys import check_key, criteria_of, dump_metadata, literal_prefix, matches, select_names
+from ._keys import check_key, criteria_of, literal_prefix, matches, normalize_metadata, select_names
 from ._progress import ProgressReader, _as_stream, _Progress, _stream_size
 from ._rules import check_if_revision
 from ._subscription import Subscription
@@ -40,6 +39,15 @@ _NO_KEY = object()
 _StoreT = TypeVar("_StoreT", bound="AbstractStore")
 
 
+class _ThreadState(threading.local):
+    """A store's per-thread state: ``tx``, this thread's open transaction (or None)."""
+
+    # A class attribute: in a thread that never opened a transaction, reading ``tx`` finds
+    # it here instead of raising and catching AttributeError, which cost every write
+    # about a microsecond.
+    tx: Optional[_Transaction] = None
+
+
 
 class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
     """The key-value store API (encore.storage's names and meanings).
@@ -54,7 +62,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         #: id of this store instance, carried by every event it originates.
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._connected = False
-        self._local = threading.local()
+        self._local = _ThreadState()
         # Progress listeners of this store that only want operations of at least so many
         # bytes (a relay's progress_min_bytes), by listener id. When every progress
         # receiver is one of them, a smaller operation of known size builds no events.
@@ -146,7 +154,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
     def _tx_state(self) -> Any:
         """The staging state of this thread's transaction, or None outside one."""
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         return None if tx is None else tx.state
 
     # ------------------------------------------------------------- lifecycle
@@ -318,7 +326,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
                 stream, given = value
             except (TypeError, ValueError):
                 raise TypeError("value must be a Value or a (stream, metadata) pair") from None
-        metadata: Dict[str, Any] = json.loads(dump_metadata(given))
+        metadata: Dict[str, Any] = normalize_metadata(given)
         self._write_stream(key, _as_stream(stream), metadata, buffer_size, "set", expected)
 
     def set_data(self, key: str, data: Any, buffer_size: int = DEFAULT_BUFFER_SIZE, *,
@@ -342,7 +350,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         """
         self._ready_to_write(key)
         expected = check_if_revision(if_revision)
-        self._apply(self._write(key, None, json.loads(dump_metadata(metadata)), None, expected))
+        self._apply(self._write(key, None, normalize_metadata(metadata), None, expected))
 
     def update_metadata(self, key: str, metadata: Mapping[str, Any], *, if_revision: Optional[int] = None) -> None:
         """Merge ``metadata`` into the stored metadata, atomically (no concurrent update is lost).
@@ -354,7 +362,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         """
         self._ready_to_write(key)
         expected = check_if_revision(if_revision)
-        update = json.loads(dump_metadata(metadata))
+        update = normalize_metadata(metadata)
         self._apply(self._write(key, None, None, update, expected))
 
     def delete(self, key: str, *, if_revision: Optional[int] = None) -> None:
@@ -369,9 +377,15 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
     def _write_stream(self, key: str, stream: Any, metadata: Optional[Dict[str, Any]],
                       buffer_size: int, message: str, if_revision: Optional[int] = None) -> None:
-        with self._progress(key, message, _stream_size(stream)) as progress:
+        # What ``with self._progress(...)`` does, without a generator per write.
+        progress = _Progress(self, key, message, _stream_size(stream))
+        try:
             changes = self._write(key, ProgressReader(stream, progress, buffer_size), metadata, None,
                                   if_revision)
+        except BaseException:
+            progress.finish("exception")
+            raise
+        progress.finish("normal")
         self._apply(changes)
 
     @contextlib.contextmanager
@@ -441,7 +455,7 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
         followed by the signals of any writes the backend could not roll back.
         """
         self._ready()
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         if tx is not None:
             tx.depth += 1
             try:

@@ -4,6 +4,7 @@ what the fields hold."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any, Dict
 
@@ -118,3 +119,20 @@ def test_to_dict_is_the_fields_in_order() -> None:
             got = event.to_dict()
             assert list(got.items()) == list(want.items())
             assert StoreEvent.from_dict(got).to_dict() == got
+
+
+@pytest.mark.parametrize("cls", [events.StoreKeyEvent, *events.MODIFICATION_CLASSES.values()],
+                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize("sequence,revision", [(None, None), (7, 3)])
+def test_key_event_builds_what_init_builds(cls: Any, sequence: Any, revision: Any) -> None:
+    store = object()
+    args = dict(store=store, origin="o", timestamp=12.5, remote=True, key="k/ü", metadata={"a": [1]},
+                sequence=sequence, revision=revision)
+    want = cls(**args)
+    got = events._key_event(cls, *args.values())
+    assert type(got) is cls and got == want
+    assert list(got.__dict__.items()) == list(want.__dict__.items())  # the fields, in field order
+    assert got.to_dict() == want.to_dict() and got.store is store and got.source is store
+    assert got.replace(key="x") == want.replace(key="x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.key = "changed"  # type: ignore[misc]

@@ -85,15 +85,14 @@ def test_coroutine_refused_by_subscribe() -> None:
 
 def test_no_event_built_for_a_store_nobody_listens_to(monkeypatch: pytest.MonkeyPatch) -> None:
     built: List[str] = []
-    classes = dict(_bus.MODIFICATION_CLASSES)
+    make = _bus._key_event
 
-    def counting(kind: str) -> Any:
-        def make(**kwargs: Any) -> Any:
-            built.append(kwargs["key"])
-            return classes[kind](**kwargs)
-        return make
+    def counting(cls: Any, store: Any, origin: str, timestamp: float, remote: bool, key: str,
+                 *rest: Any) -> Any:
+        built.append(key)
+        return make(cls, store, origin, timestamp, remote, key, *rest)
 
-    monkeypatch.setattr(_bus, "MODIFICATION_CLASSES", {k: counting(k) for k in classes})
+    monkeypatch.setattr(_bus, "_key_event", counting)
     listened, quiet = kvstore.MemoryStore(), kvstore.MemoryStore()
     listened.connect()
     quiet.connect()

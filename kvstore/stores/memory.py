@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import collections
-import json
 import threading
 import time
 import zlib
-from dataclasses import dataclass, replace
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import SplitResult
 
 from .._checksum import KeyStat, crc32_text
 from .._options import as_str, url_options
 from .._rules import EMPTY, KEEP, Overlay, check_revision, plan_delete, plan_write
+from .._value import _copy_metadata
 from ..base import AbstractStore, Change, ProgressReader, Value
 from ..errors import ConflictError
 
 __all__ = ["MemoryStore"]
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
+    # (a NamedTuple, not a frozen dataclass: one is made on every write, at a third of the cost)
     data: bytes
     metadata: Dict[str, Any]  # private: only copies leave the store
     created: float
@@ -41,9 +40,11 @@ _Op = Tuple[str, str, Optional[bytes], Optional[Dict[str, Any]], Optional[Dict[s
 _Staging = Overlay[_Entry, _Op]
 
 
-def _compute(current: Optional[_Entry], op: _Op, revision: Optional[int]) -> Tuple[Optional[_Entry], Change]:
-    """The entry after ``op`` and the change it makes, numbered ``revision`` (None: staged);
-    KeyError when ``op`` needs the key, ConflictError when its condition does not hold.
+def _compute(current: Optional[_Entry], op: _Op, revision: Optional[int],
+             origin: str) -> Tuple[Optional[_Entry], Change]:
+    """The entry after ``op`` and the change it makes, numbered ``revision`` (None: staged),
+    by the store instance ``origin``; KeyError when ``op`` needs the key, ConflictError when
+    its condition does not hold.
 
     A staged entry's revision is not known before the commit: its condition waits for it.
     """
@@ -54,7 +55,8 @@ def _compute(current: Optional[_Entry], op: _Op, revision: Optional[int]) -> Tup
         expected = None  # written earlier in this transaction: checked again at the commit
     if kind == "delete":
         outcome = plan_delete(key, current_md, expected=expected, revision=actual)
-        return None, Change("delete", key, outcome.metadata, revision=revision, timestamp=time.time())
+        return None, Change("delete", key, outcome.metadata, revision=revision, timestamp=time.time(),
+                            origin=origin)
     outcome = plan_write(key, current_md, has_data=data is not None, metadata=metadata, update=update,
                          expected=expected, revision=actual)
     if outcome.data == KEEP:
@@ -67,7 +69,7 @@ def _compute(current: Optional[_Entry], op: _Op, revision: Optional[int]) -> Tup
         crc = zlib.crc32(data)
     now = time.time()
     created = current.created if current is not None else now
-    change = Change(outcome.kind, key, outcome.metadata, timestamp=now, revision=revision)
+    change = Change(outcome.kind, key, outcome.metadata, timestamp=now, revision=revision, origin=origin)
     return _Entry(data, outcome.metadata, created, now, crc, revision), change
 
 
@@ -103,8 +105,10 @@ class MemoryStore(AbstractStore):
         with self._lock:
             return {"keys": len(self._entries)}
 
-    def _current(self, key: str) -> Optional[_Entry]:
-        staging = self._tx_state()
+    def _current(self, key: str, staging: Optional[_Staging] = None) -> Optional[_Entry]:
+        """The key's entry as this thread sees it (``staging``: its transaction's, if known)."""
+        if staging is None:
+            staging = self._tx_state()
         if staging is not None and staging.touched(key):
             return staging.seen(key)
         return self._entries.get(key)
@@ -145,7 +149,7 @@ class MemoryStore(AbstractStore):
             entry = self._current(src)
             if entry is None:
                 raise KeyError(src)
-            return self._do(("write", dst, entry.data, json.loads(json.dumps(entry.metadata)), None, if_revision))
+            return self._do(("write", dst, entry.data, _copy_metadata(entry.metadata), None, if_revision))
 
     def _move(self, src: str, dst: str, buffer_size: int, if_revision: Optional[int] = None,
               if_source_revision: Optional[int] = None) -> List[Change]:
@@ -159,7 +163,7 @@ class MemoryStore(AbstractStore):
             if if_source_revision is not None and entry.revision is not None:
                 # the source's condition first, so that a failed move names src
                 check_revision(src, if_source_revision, entry.revision)
-            return self._do_all([("write", dst, entry.data, json.loads(json.dumps(entry.metadata)), None,
+            return self._do_all([("write", dst, entry.data, _copy_metadata(entry.metadata), None,
                                   if_revision),
                                  ("delete", src, None, None, None, if_source_revision)])
 
@@ -169,10 +173,20 @@ class MemoryStore(AbstractStore):
         if entry is None:
             raise KeyError(key)
         return KeyStat(size=len(entry.data), checksum=crc32_text(entry.crc32),
-                       metadata=json.loads(json.dumps(entry.metadata)), modified=entry.modified)
+                       metadata=_copy_metadata(entry.metadata), modified=entry.modified)
 
     def _do(self, op: _Op) -> List[Change]:
-        return self._do_all([op])
+        """``_do_all([op])``: every single write and delete, so without its bookkeeping."""
+        key = op[1]
+        with self._lock:
+            staging = self._tx_state()
+            if staging is not None:
+                entry, _ = _compute(self._current(key, staging), op, None, self.origin)
+                staging.record(key, entry, op)
+                return []
+            entry, change = _compute(self._entries.get(key), op, self._revision + 1, self.origin)
+            self._publish({key: entry}, [change])
+            return [change]
 
     def _do_all(self, ops: List[_Op]) -> List[Change]:
         """Apply ``ops`` in order as one step (or stage them in this thread's transaction);
@@ -183,9 +197,9 @@ class MemoryStore(AbstractStore):
             computed = []
             for i, op in enumerate(ops):
                 key = op[1]
-                current = view[key] if key in view else self._current(key)
+                current = view[key] if key in view else self._current(key, staging)
                 number = None if staging is not None else self._revision + 1 + i
-                view[key], change = _compute(current, op, number)
+                view[key], change = _compute(current, op, number, self.origin)
                 computed.append((key, view[key], op, change))
             if staging is not None:
                 for key, entry, op, _ in computed:
@@ -207,7 +221,7 @@ class MemoryStore(AbstractStore):
             kept = self._history_of.get(change.key)
             if kept is None:
                 kept = self._history_of[change.key] = collections.deque(maxlen=self.history_keep)
-            kept.append(replace(change, origin=self.origin))
+            kept.append(change)  # made with origin=self.origin: as history() reports it
 
     def _history(self, key: str) -> List[Change]:
         with self._lock:
@@ -232,7 +246,7 @@ class MemoryStore(AbstractStore):
             for i, op in enumerate(staging.ops):
                 key = op[1]
                 current = view[key] if key in view else self._entries.get(key)
-                view[key], change = _compute(current, op, self._revision + 1 + i)
+                view[key], change = _compute(current, op, self._revision + 1 + i, self.origin)
                 changes.append(change)
             self._publish(view, changes)
             return changes
