@@ -5,9 +5,11 @@ How a run goes
 1. The source keys matching ``pattern`` are listed, and so is the destination where it
    can say in one listing which keys it holds, with each key's size and token
    (``AbstractStore._sync_listing``; S3Store: ListObjectsV2 pages, the token being the
-   metadata object's ETag, new at every commit). Each source key is compared with the
-   destination (by ``workers`` threads): a key the listing lacks, or shows with another
-   size, is to be sent without asking the destination more; otherwise size, checksum and
+   metadata object's ETag, new at every commit), while the ``workers`` threads stat the
+   source's keys. Each source key is then compared with the destination: a key the listing
+   lacks, or shows with another size, is to be sent without asking the destination more,
+   and one the state file holds as it is listed is skipped (these are settled in the
+   calling thread, needing no request); for the others (by the workers) size, checksum and
    metadata come from :meth:`AbstractStore.stat`, which reads no data where the store
    keeps a checksum beside the metadata (MemoryStore; S3Store's ``kvstore-crc32``
    header). An equal key is ``skipped``; one whose data is equal but metadata differs gets
