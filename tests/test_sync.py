@@ -495,6 +495,59 @@ def test_a_source_key_that_vanishes_mid_sync_is_skipped() -> None:
         assert sorted(dst.glob("*")) == ["stays"]
 
 
+class FlakyStatStore(kvstore.MemoryStore):
+    """A source whose ``stat`` of each key fails ``times`` times (a busy service), then works."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+        self.stats: Dict[str, int] = {}
+        self._count_lock = threading.Lock()
+
+    def stat(self, key: str) -> Any:
+        with self._count_lock:
+            self.stats[key] = self.stats.get(key, 0) + 1
+            fail = self.stats[key] <= self.times
+        if fail:
+            raise StoreError(f"the service is busy ({key})")
+        return super().stat(key)
+
+
+@pytest.mark.parametrize("times, ok", [(1, True), (2, True), (4, False)])
+def test_a_source_stat_failing_is_retried_by_the_compare(times: int, ok: bool) -> None:
+    # The stats taken while the destination is listed swallow the failure; the compare
+    # stats the key again with its retries (2 here: three attempts).
+    with FlakyStatStore(times) as src, kvstore.MemoryStore() as dst:
+        values = populate(src, 5)
+        report = kvstore.sync(src, dst, retries=2, backoff=FAST)
+        if ok:
+            assert report.ok and report.done == sorted(values) and contents(dst) == values
+        else:
+            assert report.failed == sorted(values) and not list(dst.glob("*"))
+            assert all("the service is busy" in m for m in report.errors.values())
+        # the early stat, then the compare's attempts until one works (or all three fail)
+        assert all(n == (times + 1 if ok else 1 + 3) for n in src.stats.values())
+
+
+class ShrinkingStore(kvstore.MemoryStore):
+    """A source whose key ``gone`` is deleted by someone else right after its first stat."""
+
+    def stat(self, key: str) -> Any:
+        found = super().stat(key)
+        if key == "gone":
+            self.delete(key)
+        return found
+
+
+def test_a_source_key_deleted_after_its_first_stat_is_skipped() -> None:
+    with ShrinkingStore() as src, kvstore.MemoryStore() as dst:
+        src.set("gone", (b"1", {}))
+        src.set("stays", (b"2", {}))
+        report = kvstore.sync(src, dst)
+        assert report.ok and report.skipped == ["gone"] and report.done == ["stays"]
+        assert sorted(dst.glob("*")) == ["stays"]
+
+
 class InterruptingStore(kvstore.MemoryStore):
     """A destination whose ``after``-th write is interrupted (Ctrl-C) midway."""
 
