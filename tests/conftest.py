@@ -9,7 +9,7 @@ import pytest
 
 # moto's S3 server on loopback, one for the whole session, and its clients and buckets
 # (see s3_moto.py); test modules use these fixtures instead of starting servers of their own.
-from s3_moto import _s3_session, s3_bucket, s3_client, s3_endpoint  # noqa: F401
+from s3_moto import _s3_session, s3_bucket, s3_client, s3_endpoint, s3_second_client  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

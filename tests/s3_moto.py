@@ -51,14 +51,46 @@ def _s3_session() -> Any:
     return boto3.session.Session(region_name="us-east-1", **CREDENTIALS)
 
 
+def _client(session: Any, endpoint: Optional[str]) -> Iterator[Any]:
+    if endpoint is None:
+        pytest.skip("S3 tests need boto3 and moto")
+    client = session.client("s3", endpoint_url=endpoint)
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def s3_client(_s3_session: Any, s3_endpoint: Optional[str]) -> Iterator[Any]:
     """A client per test, closed at its end."""
-    if s3_endpoint is None:
-        pytest.skip("S3 tests need boto3 and moto")
-    client = _s3_session.client("s3", endpoint_url=s3_endpoint)
-    yield client
-    client.close()
+    yield from _client(_s3_session, s3_endpoint)
+
+
+@pytest.fixture
+def s3_second_client(_s3_session: Any, s3_endpoint: Optional[str]) -> Iterator[Any]:
+    """Another client per test: a second host's view of the bucket."""
+    yield from _client(_s3_session, s3_endpoint)
+
+
+def run_threads(work: Any, args: list, timeout: float = 180) -> None:
+    """``work(*a)`` for each ``a`` of ``args``, each in a thread of its own, all at once;
+    the first exception any of them raised is raised here, and one still running after
+    ``timeout`` seconds fails the test."""
+    errors: list = []
+
+    def run(*a: Any) -> None:
+        try:
+            work(*a)
+        except BaseException as exc:  # pragma: no cover - raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=a) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a thread is still running"
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture
