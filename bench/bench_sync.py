@@ -10,8 +10,10 @@ FileSystemStore, then times, against the same server in the same run, interleave
 
 for 1,000 small keys (``--keys``, ``--key-size``) and, with ``--big``, one value of
 ``--big-mib`` MiB (1024 by default: moto keeps objects in memory and spools them to
-/dev/shm, so check ``free -m`` first; each big round's objects are deleted after it).
+/dev/shm, so check ``free -m`` first; each tool's objects of a big round are deleted after its runs).
 Each round syncs to fresh prefixes; the order of kvstore and aws alternates between rounds.
+In a big round each tool makes all its runs and its objects are deleted before the other
+begins (else the second first run meets the first's value in moto's memory).
 The aws runs skip the store's internal ``.kvstore`` directory. The S3 requests kvstore
 made are counted per run.
 
@@ -127,8 +129,13 @@ def _fill(fs: kvstore.FileSystemStore, fill: Dict[str, int], tmp: str) -> None:
 
 
 def _round(fs: kvstore.FileSystemStore, s3: kvstore.S3Store, url: str, endpoint: str, state: str,
-           aws_first: bool) -> Dict[str, Any]:
-    """The runs of one round, kvstore and aws in turn (``aws_first``: aws begins)."""
+           aws_first: bool, clean: Optional[Tuple[Callable[[], None], Callable[[], None]]] = None) -> Dict[str, Any]:
+    """The runs of one round, kvstore and aws in turn (``aws_first``: aws begins).
+
+    ``clean``: (delete kvstore's objects, delete aws's objects). Given, each tool makes all
+    its runs and its objects are deleted before the other's begin, so that neither first
+    run meets the other's value in moto's memory (a big value: the second first run of a
+    round was the slower whichever tool it was)."""
     counted = Counted(s3)
     row: Dict[str, Any] = {}
 
@@ -139,6 +146,21 @@ def _round(fs: kvstore.FileSystemStore, s3: kvstore.S3Store, url: str, endpoint:
     def aws(label: str) -> None:
         row[label] = _aws_sync(fs.path, url, endpoint)
 
+    if clean is not None:
+        def kv_all() -> None:
+            kv("kv first")
+            kv("kv again")
+            kv("kv again, no state", with_state=False)
+            clean[0]()
+
+        def aws_all() -> None:
+            aws("aws first")
+            aws("aws again")
+            clean[1]()
+
+        for tool in ((aws_all, kv_all) if aws_first else (kv_all, aws_all)):
+            tool()
+        return row
     steps: List[List[Callable[[], None]]] = [[lambda: kv("kv first"), lambda: aws("aws first")],
                                              [lambda: kv("kv again"), lambda: aws("aws again")]]
     for pair in steps:
@@ -165,15 +187,18 @@ def scenario(name: str, fill: Dict[str, int], endpoint: str, bucket: str, rounds
                                      aws_secret_access_key="testing", region="us-east-1", max_attempts=3,
                                      **STORE_OPTIONS)
                 with s3:
-                    rows.append(_round(fs, s3, f"s3://{bucket}/aws-{name}-{r}", endpoint,
-                                       os.path.join(tmp, f"state-{r}.json"), aws_first=r % 2 == 1))
-                    if cleanup:
+                    def clean_kv(s3: kvstore.S3Store = s3) -> None:
                         for key in list(s3.glob("*")):
                             s3.delete(key)
-                        prefix = f"aws-{name}-{r}/"
+
+                    def clean_aws(prefix: str = f"aws-{name}-{r}/") -> None:
                         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                             for obj in page.get("Contents", ()):
                                 client.delete_object(Bucket=bucket, Key=obj["Key"])
+
+                    rows.append(_round(fs, s3, f"s3://{bucket}/aws-{name}-{r}", endpoint,
+                                       os.path.join(tmp, f"state-{r}.json"), aws_first=r % 2 == 1,
+                                       clean=(clean_kv, clean_aws) if cleanup else None))
     client.close()
     return rows
 
