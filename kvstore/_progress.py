@@ -50,6 +50,13 @@ class _Progress:
                 store=store, origin=store.origin, operation_id=self.operation_id,
                 key=key, message=message, steps=steps))
 
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        # the end of the operation, also when the block raised (then "exception")
+        self.finish("normal" if kind is None else "exception")
+
     def advance(self, nbytes: int) -> None:
         self.done += nbytes
         if self.live and nbytes:

@@ -377,26 +377,14 @@ class AbstractStore(BusMixin, TransferMixin, ConvenienceMixin, ABC):
 
     def _write_stream(self, key: str, stream: Any, metadata: Optional[Dict[str, Any]],
                       buffer_size: int, message: str, if_revision: Optional[int] = None) -> None:
-        # What ``with self._progress(...)`` does, without a generator per write.
-        progress = _Progress(self, key, message, _stream_size(stream))
-        try:
+        with _Progress(self, key, message, _stream_size(stream)) as progress:
             changes = self._write(key, ProgressReader(stream, progress, buffer_size), metadata, None,
                                   if_revision)
-        except BaseException:
-            progress.finish("exception")
-            raise
-        progress.finish("normal")
         self._apply(changes)
 
-    @contextlib.contextmanager
-    def _progress(self, key: str, message: str, steps: int) -> Iterator[_Progress]:
-        progress = _Progress(self, key, message, steps)
-        try:
-            yield progress
-        except BaseException:
-            progress.finish("exception")
-            raise
-        progress.finish("normal")
+    def _progress(self, key: str, message: str, steps: int) -> _Progress:
+        """A progress operation, for a ``with`` block (its end is sent when the block ends)."""
+        return _Progress(self, key, message, steps)
 
     # ---------------------------------------------------------------- queries
 

@@ -340,15 +340,20 @@ def test_a_write_hinted_as_new_of_a_key_that_exists_is_an_ordinary_overwrite(
         assert s3.to_bytes("k") == b"again" and s3.to_bytes("other") == b"1"
 
 
+def _flipped(value: Any) -> Tuple[bytes, Dict[str, Any]]:
+    """``value`` (a stream and metadata) with the last byte of its data flipped."""
+    stream, metadata = value
+    data = bytearray(stream.read())
+    if data:
+        data[-1] ^= 1
+    return bytes(data), metadata
+
+
 class CorruptingS3Store(kvstore.S3Store):
     """Stores every value with its last byte flipped: what it holds is not what was sent."""
 
     def set(self, key: str, value: Any, buffer_size: int = 1048576) -> None:
-        stream, metadata = value
-        data = bytearray(stream.read())
-        if data:
-            data[-1] ^= 1
-        super().set(key, (bytes(data), metadata), buffer_size)
+        super().set(key, _flipped(value), buffer_size)
 
 
 def test_what_an_s3_destination_committed_is_verified(s3_client: Any, s3_bucket: str) -> None:
@@ -461,11 +466,7 @@ class CorruptingStore(kvstore.MemoryStore):
     """Stores every value with its last byte flipped: what it holds is not what was sent."""
 
     def set(self, key: str, value: Any, buffer_size: int = 1048576) -> None:
-        stream, metadata = value
-        data = bytearray(stream.read())
-        if data:
-            data[-1] ^= 1
-        super().set(key, (bytes(data), metadata), buffer_size)
+        super().set(key, _flipped(value), buffer_size)
 
 
 def test_what_the_destination_stored_is_verified() -> None:

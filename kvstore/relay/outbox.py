@@ -95,12 +95,8 @@ class Outbox:
         queue does. Raises :class:`RelayQueueFull` with ``on_full="error"``."""
         with self._lock:
             for event in events:
-                while len(self._queue) >= self.size and not self._closed:
-                    self._make_room()
-                if self._closed:
+                if not self._queue_one(event):
                     return
-                self._seq += 1
-                self._queue.append((self._seq, event))
             if self._idle:  # else the sender comes back for the queue by itself
                 self._not_empty.notify()
 
@@ -108,15 +104,20 @@ class Outbox:
         """:meth:`put` of one event (what nearly every store write hands over), without
         the loop and the tuple."""
         with self._lock:
-            if len(self._queue) >= self.size or self._closed:
-                while len(self._queue) >= self.size and not self._closed:
-                    self._make_room()
-                if self._closed:
-                    return
-            self._seq += 1
-            self._queue.append((self._seq, event))
-            if self._idle:
+            if self._queue_one(event) and self._idle:
                 self._not_empty.notify()
+
+    def _queue_one(self, event: StoreEvent) -> bool:
+        """Number and queue ``event`` (the lock held), making room as ``on_full`` says;
+        False when the outbox is closed (nothing queued)."""
+        if len(self._queue) >= self.size or self._closed:
+            while len(self._queue) >= self.size and not self._closed:
+                self._make_room()
+            if self._closed:
+                return False
+        self._seq += 1
+        self._queue.append((self._seq, event))
+        return True
 
     def _make_room(self) -> None:
         # Called with the lock held and the queue full.

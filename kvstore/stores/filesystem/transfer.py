@@ -3,7 +3,6 @@ the kernel, a move a rename listed in the journal (so a replay after a crash fin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from typing import TYPE_CHECKING, Any
@@ -13,8 +12,6 @@ from .commit import WriteOp, key_paths
 from .files import kernel_copy, unlink
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from ..._progress import _Progress
     from ..._value import Change
     from .files import TempFiles
@@ -41,8 +38,7 @@ class KernelCopies:
 
         def _commit_ops(self, ops: list[WriteOp]) -> list[Change]: ...
 
-        @contextlib.contextmanager
-        def _progress(self, key: str, message: str, steps: int) -> Iterator[_Progress]: ...
+        def _progress(self, key: str, message: str, steps: int) -> _Progress: ...
 
     #    # ``if_revision`` (on ``dst``) and ``if_source_revision`` (on the delete of ``src``) go
     # on the WriteOps below and are checked by the Committer under its lock, like any
