@@ -1,23 +1,27 @@
 """kvstore.sync from a FileSystemStore to S3 against ``aws s3 sync`` of the same directory.
 
 Starts moto's S3 server in a child process on 127.0.0.1 (see bench_s3.py), fills a
-FileSystemStore, then times, against the same server in the same run, interleaved::
+FileSystemStore, then times, against the same server in the same run::
 
     kvstore.sync(fs, S3Store, state=FILE)   first run, then a no-change re-run with the
                                             same state file (and one without any)
+    kvstore sync file://DIR s3://...?endpoint_url=URL --state FILE
+                                            the command, a process of its own: the same two runs
     aws s3 sync DIR s3://... --endpoint-url URL   (the awscli package, extra "bench")
                                             the same two runs
 
 for 1,000 small keys (``--keys``, ``--key-size``) and, with ``--big``, one value of
 ``--big-mib`` MiB (1024 by default: moto keeps objects in memory and spools them to
-/dev/shm, so check ``free -m`` first; each tool's objects of a big round are deleted after its runs).
-Each round syncs to fresh prefixes; the order of kvstore and aws alternates between rounds.
-In a big round each tool makes all its runs and its objects are deleted before the other
-begins (else the second first run meets the first's value in moto's memory).
-The aws runs skip the store's internal ``.kvstore`` directory. The S3 requests kvstore
-made are counted per run.
+/dev/shm, so check ``free -m`` first).
+Each round syncs to fresh prefixes. In a round each tool makes all its runs and its objects
+are deleted before the next tool begins, and the order of the tools rotates between rounds:
+moto slows down as it holds more objects, and a big value of one tool in its memory slowed
+the first run of the next, so without this the tool that ran second lost; an untimed
+sync before the rounds warms the server up. The medians of
+the ratios are printed over the rounds. The aws runs skip the store's internal ``.kvstore``
+directory. The S3 requests kvstore.sync made are counted per run.
 
-    python bench/bench_sync.py [--keys 1000] [--key-size 1024] [--rounds 2] [--workers 8]
+    python bench/bench_sync.py [--keys 1000] [--key-size 1024] [--rounds 2] [--workers 10]
                                [--big] [--big-mib 1024] [--big-rounds 1] [--no-small]
 """
 
@@ -25,13 +29,16 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +50,9 @@ import kvstore  # noqa: E402
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
 MiB = 1024 * 1024
-WORKERS = [8]  # kvstore.sync's workers (--workers)
+WORKERS = [10]  # kvstore.sync's workers (--workers): aws s3 sync's default concurrency, 10 requests
 STORE_OPTIONS: Dict[str, Any] = {}  # the S3Store's options (--upload-workers, --part-mib)
+TOOLS = ("kv", "cli", "aws")  # kvstore.sync, the kvstore sync command, aws s3 sync: also their prefixes
 
 
 def _aws() -> List[str]:
@@ -82,9 +90,28 @@ def _timed(run: Callable[[], None], who: str) -> Tuple[float, float, float]:
 
 def _aws_sync(directory: str, url: str, endpoint: str) -> Tuple[float, float, float]:
     env = {**os.environ, **CREDENTIALS}
-    return _timed(lambda: subprocess.run(
-        _aws() + ["s3", "sync", directory, url, "--endpoint-url", endpoint, "--only-show-errors",
-                  "--exclude", ".kvstore/*"], check=True, env=env), "children")
+    command = _aws() + ["s3", "sync", directory, url, "--endpoint-url", endpoint, "--only-show-errors",
+                        "--exclude", ".kvstore/*"]
+
+    def run() -> None:
+        subprocess.run(command, check=True, env=env)
+
+    return _timed(run, "children")
+
+
+def _kvstore_cli_sync(directory: str, url: str, endpoint: str, state: str) -> Tuple[float, float, float]:
+    """``kvstore sync`` as a user types it, a process of its own (startup included)."""
+    env = {**os.environ, **CREDENTIALS}
+    query = urllib.parse.urlencode({"endpoint_url": endpoint, "region": "us-east-1", **STORE_OPTIONS})
+    command = [sys.executable, "-m", "kvstore", "sync", f"file://{directory}", f"{url}?{query}",
+               "--workers", str(WORKERS[0]), "--state", state]
+
+    def run() -> None:
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise SystemExit(f"kvstore sync failed ({done.returncode}): {done.stderr}")
+
+    return _timed(run, "children")
 
 
 class Counted:
@@ -128,77 +155,78 @@ def _fill(fs: kvstore.FileSystemStore, fill: Dict[str, int], tmp: str) -> None:
             os.unlink(path)
 
 
-def _round(fs: kvstore.FileSystemStore, s3: kvstore.S3Store, url: str, endpoint: str, state: str,
-           aws_first: bool, clean: Optional[Tuple[Callable[[], None], Callable[[], None]]] = None) -> Dict[str, Any]:
-    """The runs of one round, kvstore and aws in turn (``aws_first``: aws begins).
-
-    ``clean``: (delete kvstore's objects, delete aws's objects). Given, each tool makes all
-    its runs and its objects are deleted before the other's begin, so that neither first
-    run meets the other's value in moto's memory (a big value: the second first run of a
-    round was the slower whichever tool it was)."""
+def _round(fs: kvstore.FileSystemStore, s3: kvstore.S3Store, url: str, endpoint: str, tmp: str, turn: int,
+           clean: Dict[str, Callable[[], None]]) -> Dict[str, Any]:
+    """The runs of one round: each tool (kvstore.sync in this process, the ``kvstore sync``
+    command, ``aws s3 sync``) makes its first run and its re-runs, then its objects are
+    deleted (``clean[tool]``) before the next tool begins, so that every first run meets the
+    same server: one that holds no other tool's objects (moto slows down as it holds more,
+    and a big value of another tool in its memory slowed the first run after it). ``turn``
+    rotates the order of the tools between rounds."""
     counted = Counted(s3)
     row: Dict[str, Any] = {}
 
     def kv(label: str, with_state: bool = True) -> None:
-        row[label] = _kvstore_sync(fs, s3, state if with_state else None)
+        row[label] = _kvstore_sync(fs, s3, os.path.join(tmp, "state.json") if with_state else None)
         row[label + " requests"] = counted.take()
 
-    def aws(label: str) -> None:
-        row[label] = _aws_sync(fs.path, url, endpoint)
+    def kv_all() -> None:
+        kv("kv first")
+        kv("kv again")
+        kv("kv again, no state", with_state=False)
+        clean["kv"]()
 
-    if clean is not None:
-        def kv_all() -> None:
-            kv("kv first")
-            kv("kv again")
-            kv("kv again, no state", with_state=False)
-            clean[0]()
+    def cli_all() -> None:
+        state = os.path.join(tmp, "cli-state.json")
+        row["cli first"] = _kvstore_cli_sync(fs.path, url.replace("/aws-", "/cli-"), endpoint, state)
+        row["cli again"] = _kvstore_cli_sync(fs.path, url.replace("/aws-", "/cli-"), endpoint, state)
+        clean["cli"]()
 
-        def aws_all() -> None:
-            aws("aws first")
-            aws("aws again")
-            clean[1]()
+    def aws_all() -> None:
+        row["aws first"] = _aws_sync(fs.path, url, endpoint)
+        row["aws again"] = _aws_sync(fs.path, url, endpoint)
+        clean["aws"]()
 
-        for tool in ((aws_all, kv_all) if aws_first else (kv_all, aws_all)):
-            tool()
-        return row
-    steps: List[List[Callable[[], None]]] = [[lambda: kv("kv first"), lambda: aws("aws first")],
-                                             [lambda: kv("kv again"), lambda: aws("aws again")]]
-    for pair in steps:
-        for step in (pair[::-1] if aws_first else pair):
-            step()
-    kv("kv again, no state", with_state=False)
+    tools = [kv_all, cli_all, aws_all]
+    for tool in tools[turn % 3:] + tools[:turn % 3]:
+        tool()
     return row
 
 
-def scenario(name: str, fill: Dict[str, int], endpoint: str, bucket: str, rounds: int,
-             cleanup: bool) -> List[Dict[str, Any]]:
+def scenario(name: str, fill: Dict[str, int], endpoint: str, bucket: str, rounds: int) -> List[Dict[str, Any]]:
     """One row per round: seconds of each run, and the requests kvstore made."""
     import boto3  # type: ignore[import-untyped]
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def delete_prefix(prefix: str) -> None:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            names = [{"Key": obj["Key"]} for obj in page.get("Contents", ())]
+            if names:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": names, "Quiet": True})
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         fs = kvstore.FileSystemStore(os.path.join(tmp, "fs"), create=True)
         with fs:
             _fill(fs, fill, tmp)
+            # untimed: moto's first upload of a kind (its code paths, its memory) costs more
+            # than the next; without this the first tool of round 1 paid for it
+            with kvstore.S3Store(bucket, f"warm-{name}", endpoint_url=endpoint, aws_access_key_id="testing",
+                                 aws_secret_access_key="testing", region="us-east-1", **STORE_OPTIONS) as warm:
+                kvstore.sync(fs, warm, workers=WORKERS[0])
+            delete_prefix(f"warm-{name}/")
             for r in range(rounds):
+                here = os.path.join(tmp, f"round-{r}")
+                os.mkdir(here)
                 s3 = kvstore.S3Store(bucket, f"kv-{name}-{r}", endpoint_url=endpoint, aws_access_key_id="testing",
                                      aws_secret_access_key="testing", region="us-east-1", max_attempts=3,
                                      **STORE_OPTIONS)
                 with s3:
-                    def clean_kv(s3: kvstore.S3Store = s3) -> None:
-                        for key in list(s3.glob("*")):
-                            s3.delete(key)
-
-                    def clean_aws(prefix: str = f"aws-{name}-{r}/") -> None:
-                        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                            for obj in page.get("Contents", ()):
-                                client.delete_object(Bucket=bucket, Key=obj["Key"])
-
-                    rows.append(_round(fs, s3, f"s3://{bucket}/aws-{name}-{r}", endpoint,
-                                       os.path.join(tmp, f"state-{r}.json"), aws_first=r % 2 == 1,
-                                       clean=(clean_kv, clean_aws) if cleanup else None))
+                    clean: Dict[str, Callable[[], None]] = {
+                        tool: functools.partial(delete_prefix, f"{tool}-{name}-{r}/") for tool in TOOLS}
+                    rows.append(_round(fs, s3, f"s3://{bucket}/aws-{name}-{r}", endpoint, here, r, clean))
     client.close()
     return rows
 
@@ -231,25 +259,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.no_small:
             small = {f"d{i % 10}/k{i:05d}": args.key_size for i in range(args.keys)}
             cases.append((f"{args.keys} keys x {args.key_size} B",
-                          scenario("small", small, endpoint, "bench", args.rounds, False)))
+                          scenario("small", small, endpoint, "bench", args.rounds)))
         if args.big:
             cases.append((f"1 value x {args.big_mib} MiB",
-                          scenario("big", {"big": args.big_mib * MiB}, endpoint, "bench", args.big_rounds, True)))
-    print(f"{'case':<22}{'round':>6}{'kv 1st':>9}{'aws 1st':>9}{'ratio':>7}{'kv re':>9}{'aws re':>9}{'ratio':>7}"
-          f"{'kv re*':>9}{'ratio*':>7}")
+                          scenario("big", {"big": args.big_mib * MiB}, endpoint, "bench", args.big_rounds)))
+    columns = [("kv 1st", "kv first"), ("cli 1st", "cli first"), ("aws 1st", "aws first"), ("kv re", "kv again"),
+               ("cli re", "cli again"), ("aws re", "aws again"), ("kv re*", "kv again, no state")]
+    ratios = [("1st", "aws first", "kv first"), ("1st cli", "aws first", "cli first"), ("re", "aws again", "kv again"),
+              ("re cli", "aws again", "cli again"), ("re*", "aws again", "kv again, no state")]
+    print(f"{'case':<22}{'round':>6}" + "".join(f"{head:>9}" for head, _ in columns)
+          + "".join(f"{head:>9}" for head, _, _ in ratios))
     for name, rows in cases:
         for r, row in enumerate(rows):
-            kf, af, ka, aa, kn = (row[k][0] for k in ("kv first", "aws first", "kv again", "aws again",
-                                                       "kv again, no state"))
-            print(f"{name:<22}{r + 1:>6}{kf:>8.2f}s{af:>8.2f}s{af / kf:>6.1f}x{ka:>8.2f}s{aa:>8.2f}s{aa / ka:>6.1f}x"
-                  f"{kn:>8.2f}s{aa / kn:>6.1f}x")
-    print("ratio = aws time / kvstore time (above 1: kvstore faster); re = the no-change re-run "
-          "(kvstore with the state file of its first run); re* = kvstore's re-run without a state file")
+            print(f"{name:<22}{r + 1:>6}" + "".join(f"{row[label][0]:>8.2f}s" for _, label in columns)
+                  + "".join(f"{row[aws][0] / row[ours][0]:>8.2f}x" for _, aws, ours in ratios))
+        if len(rows) > 1:
+            print(f"{name:<22}{'median':>6}" + " " * 9 * len(columns) + "".join(
+                f"{statistics.median(row[aws][0] / row[ours][0] for row in rows):>8.2f}x" for _, aws, ours in ratios))
+    print("kv = kvstore.sync() in this process; cli = the kvstore sync command, startup included; ratios are "
+          "aws time / kvstore time (above 1: kvstore faster); re = the no-change re-run (kvstore with the state file "
+          "of its first run); re* = kvstore.sync's re-run without a state file")
     print("CPU seconds (client + moto server) of each run, less sensitive than wall time to a loaded machine:")
     for name, rows in cases:
         for r, row in enumerate(rows):
-            parts = [f"{label} {row[label][1]:.2f}+{row[label][2]:.2f}" for label in
-                     ("kv first", "aws first", "kv again", "aws again", "kv again, no state")]
+            parts = [f"{label} {row[label][1]:.2f}+{row[label][2]:.2f}" for _, label in columns]
             print(f"  {name}, round {r + 1}: " + ", ".join(parts))
     print("S3 requests kvstore made:")
     for name, rows in cases:

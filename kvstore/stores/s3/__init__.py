@@ -5,7 +5,8 @@ made, so ``import kvstore`` works without it.
 
 The package, one module per job: ``options`` (the options and the ``s3://`` URL's query),
 ``naming`` (object names), ``format`` (the metadata object's body and headers), ``uploads``,
-``reads``, ``guard`` (the conditional uploads of writes on ``if_revision``), ``errors``
+``reads``, ``guard`` (the conditional uploads of writes on ``if_revision``), ``timestamps`` and
+``expect`` (the parsing and the requests of the store's own client), ``errors``
 (botocore's errors translated at one boundary) and ``store`` (S3Store, its commit and
 listing). What a write does to a key is decided by ``kvstore._rules``, as for
 every backend.

@@ -33,6 +33,7 @@ from .options import S3Options
 from .guard import DataGuard, Guard
 from .reads import Reads
 from .copies import COPY_MAX, Copies
+from .expect import send_small_bodies_at_once
 from .server_copy import ServerSideCopies
 from .timestamps import with_fast_timestamps
 from .uploads import Uploads
@@ -164,7 +165,7 @@ class S3Store(Listings, ServerSideCopies, AbstractStore):
             retries={"mode": "standard", "max_attempts": self.options.max_attempts},
             max_pool_connections=max(self.max_pool_connections, self.upload_workers, self.max_workers) + 2)
         with self._errors():
-            return session.client("s3", config=config, **self.options.client_args())
+            return send_small_bodies_at_once(session.client("s3", config=config, **self.options.client_args()))
 
     def _connect(self, credentials: Any) -> None:
         if self._own_client and self._client is None:
