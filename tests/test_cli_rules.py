@@ -1,6 +1,7 @@
 """The command line's rules (API.md "Command line"), tried as a new user would: get -o writes
 like cp, put needs FILE or -, read commands never create a store, usage errors exit 2, a
-closed pipe ends quietly, -- ends options, keys that could be misread are quoted by ls."""
+closed pipe ends quietly, -- ends options, options go anywhere among a command's arguments,
+keys that could be misread are quoted by ls."""
 
 from __future__ import annotations
 
@@ -65,6 +66,21 @@ def test_double_dash_ends_options(store_dir: Path, tmp_path: Path) -> None:
     assert json.loads(kv("meta", "k1", store=store_dir).stdout) == {"a": 1}
     assert_ok(kv("put", "--", "-dash-key", str(src), store=store_dir))
     assert kv("get", "--", "-dash-key", store=store_dir).stdout == b"from f"
+
+
+def test_options_anywhere_among_a_commands_arguments(store_dir: Path, tmp_path: Path) -> None:
+    # positionals on both sides of an option: plain argparse called the later ones unrecognized
+    copy = tmp_path / "copy"
+    sync = kv("sync", f"file:{store_dir}", f"file:{copy}", "--workers", "2", "q/0*", "--retries", "1")
+    assert_ok(sync)
+    with kvstore.FileSystemStore(copy) as copied:
+        assert sorted(copied.glob("*")) == [f"q/{i:02d}" for i in range(10)]
+    keys = assert_ok(kv("query", "i>=20", "-k", "i<23", store=store_dir)).split()
+    assert keys == ["q/20", "q/21", "q/22"]
+    assert_ok(kv("rm", "q/30", "-f", "q/31", "nothing/here", store=store_dir))
+    with kvstore.FileSystemStore(store_dir) as store:
+        assert not store.exists("q/30") and not store.exists("q/31") and store.exists("q/32")
+    assert assert_ok(kv("ls", "q/4*", "-l", store=store_dir)).count("\n") == 10
 
 
 @pytest.mark.parametrize("command", [["get", "x"], ["ls"], ["info"], ["meta", "x"], ["query", "a=1"],
