@@ -3,8 +3,8 @@
 botocore asks every PUT with a file-like body (the body of each of our uploads) to wait for
 the server's ``100 Continue`` before sending it. That lets a server refuse a large body
 (bad credentials, a failed condition) before it crosses the network; for a small body it
-costs a round trip per request, which is most of the time of a small PUT on a near server,
-and moto's server spends about a tenth of its time per PUT on it. The AWS SDKs for Go (v2)
+costs a round trip per request: against a local moto server a 1 KiB PUT took 1.4x as long
+with it, and moto spent a sixth more CPU on it (2-9% more with 8 PUTs at once). The AWS SDKs for Go (v2)
 and Kotlin send the header only from 2 MB on; so does this client: a request whose
 ``Content-Length`` is below :data:`CONTINUE_MIN` is sent at once, any other (a part of a
 multipart upload, a body of unknown length) as botocore asks. A client given to the store
