@@ -4,12 +4,11 @@ botocore asks every PUT with a file-like body (the body of each of our uploads) 
 the server's ``100 Continue`` before sending it. That lets a server refuse a large body
 (bad credentials, a failed condition) before it crosses the network; for a small body it
 costs a round trip per request: against a local moto server a 1 KiB PUT took 1.4x as long
-with it, and moto spent a sixth more CPU on it (2-9% more with 8 PUTs at once). The AWS SDKs for Go (v2)
-and Kotlin send the header only from 2 MB on; so does this client: a request whose
-``Content-Length`` is below :data:`CONTINUE_MIN` is sent at once, any other (a part of a
-multipart upload, a body of unknown length) as botocore asks. A client given to the store
-is left as it is.
-"""
+with it, and moto spent a sixth more CPU on it (2-9% more with 8 PUTs at once). The AWS
+SDKs for Go (v2) and Kotlin send the header only from 2 MB on; so does this client: a
+request whose ``Content-Length`` is below :data:`CONTINUE_MIN` is sent at once (the last,
+short part of a multipart upload too), any other (a full part, a body of unknown length)
+as botocore asks. A client given to the store is left as it is."""
 
 from __future__ import annotations
 
