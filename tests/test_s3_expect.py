@@ -65,7 +65,7 @@ def test_small_bodies_go_at_once(s3_endpoint, s3_bucket) -> None:
         puts = sent.puts()
         assert {name for name, _, _, _ in puts} == {"small.data", "small.metadata", "empty.data", "empty.metadata"}
         assert [made for name, _, made, _ in puts if name.endswith(".data")] == ["100-continue"] * 2  # botocore's
-        assert [sent for _, _, _, sent in puts] == [None] * len(puts)
+        assert [sent_as for _, _, _, sent_as in puts] == [None] * len(puts)
         assert store.get("small").data.read() == b"x" * 1000
         assert store.get("small").metadata == {"a": 2}
 
