@@ -156,12 +156,13 @@ def _fill(fs: kvstore.FileSystemStore, fill: Dict[str, int], tmp: str) -> None:
             os.unlink(path)
 
 
-def _round(fs: kvstore.FileSystemStore, s3: kvstore.S3Store, url: str, endpoint: str, tmp: str, turn: int,
-           clean: Dict[str, Callable[[], None]]) -> Dict[str, Any]:
+def _round(fs: kvstore.FileSystemStore, s3: kvstore.S3Store, url: Callable[[str], str], endpoint: str, tmp: str,
+           turn: int, clean: Dict[str, Callable[[], None]]) -> Dict[str, Any]:
     """The runs of one round: each tool (kvstore.sync in this process, the ``kvstore sync``
     command, ``aws s3 sync``) makes its first run and its re-runs, then its objects are
-    deleted (``clean[tool]``) before the next tool begins, so that every first run meets the
-    same server: one that holds no other tool's objects (see the module's docstring).
+    deleted (``clean[tool]``) before the next tool begins (``url(tool)``: its fresh prefix),
+    so that every first run meets the same server: one that holds no other tool's objects
+    (see the module's docstring).
     ``turn`` rotates the order of the tools between rounds."""
     counted = Counted(s3)
     row: Dict[str, Any] = {}
@@ -178,13 +179,13 @@ def _round(fs: kvstore.FileSystemStore, s3: kvstore.S3Store, url: str, endpoint:
 
     def cli_all() -> None:
         state = os.path.join(tmp, "cli-state.json")
-        row["cli first"] = _kvstore_cli_sync(fs.path, url.replace("/aws-", "/cli-"), endpoint, state)
-        row["cli again"] = _kvstore_cli_sync(fs.path, url.replace("/aws-", "/cli-"), endpoint, state)
+        row["cli first"] = _kvstore_cli_sync(fs.path, url("cli"), endpoint, state)
+        row["cli again"] = _kvstore_cli_sync(fs.path, url("cli"), endpoint, state)
         clean["cli"]()
 
     def aws_all() -> None:
-        row["aws first"] = _aws_sync(fs.path, url, endpoint)
-        row["aws again"] = _aws_sync(fs.path, url, endpoint)
+        row["aws first"] = _aws_sync(fs.path, url("aws"), endpoint)
+        row["aws again"] = _aws_sync(fs.path, url("aws"), endpoint)
         clean["aws"]()
 
     tools = [kv_all, cli_all, aws_all]
@@ -226,7 +227,10 @@ def scenario(name: str, fill: Dict[str, int], endpoint: str, bucket: str, rounds
                 with s3:
                     clean: Dict[str, Callable[[], None]] = {
                         tool: functools.partial(delete_prefix, f"{tool}-{name}-{r}/") for tool in TOOLS}
-                    rows.append(_round(fs, s3, f"s3://{bucket}/aws-{name}-{r}", endpoint, here, r, clean))
+                    def url(tool: str, r: int = r) -> str:
+                        return f"s3://{bucket}/{tool}-{name}-{r}"
+
+                    rows.append(_round(fs, s3, url, endpoint, here, r, clean))
     client.close()
     return rows
 

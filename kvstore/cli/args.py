@@ -104,23 +104,26 @@ def _assignments(items: Optional[Sequence[str]], what: str) -> Dict[str, Any]:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with usage errors reported as one line like every other error, and a
-    command's options anywhere among its arguments (``kvstore sync SRC DST --delete
-    'images/*'``, ``kvstore query a=1 -k b=2``): plain argparse gives the positionals
-    met before an option all their slots at once, so one after it was "unrecognized".
-    Arguments with a ``--`` are parsed plainly: the intermixed parse loses it and would
-    take the ``-dash-key`` after it for an option."""
+    """argparse, with usage errors reported as one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"kvstore: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+class _CommandParser(_Parser):
+    """A command's parser: its options anywhere among its arguments (``kvstore sync SRC DST
+    --delete 'images/*'``, ``kvstore query a=1 -k b=2``). Plain argparse gives the
+    positionals met before an option all their slots at once, so one after it was
+    "unrecognized". Arguments with a ``--`` are parsed plainly: the intermixed parse loses
+    it and would take the ``-dash-key`` after it for an option."""
 
     _intermixing = False
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if self._subparsers is not None or self._intermixing or (args is not None and "--" in args):
-            return super().parse_known_args(args, namespace)  # the commands' parser; a pass of the mix
+        if self._intermixing or (args is not None and "--" in args):  # a pass of the mix; a "--"
+            return super().parse_known_args(args, namespace)
         self._intermixing = True
         try:
             return self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"kvstore: error: {_one_line(message)} (see '{self.prog} --help')\n")

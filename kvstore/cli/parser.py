@@ -6,7 +6,7 @@ import argparse
 from typing import Callable, Dict, List, Tuple
 
 from .. import __version__
-from .args import _Parser
+from .args import _CommandParser, _Parser
 
 from .commands import cmd_get, cmd_info, cmd_log, cmd_ls, cmd_meta, cmd_put, cmd_query, cmd_reindex, cmd_rm
 from .demo import cmd_demo
@@ -167,7 +167,7 @@ def _revision(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kvstore`` command."""
-    common = _Parser(add_help=False)
+    common = _CommandParser(add_help=False)  # the options every command takes
     common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS,
                         help="the store (default: $KVSTORE_URL, else ./.kvstore)")
     parser = _Parser(prog="kvstore", description="kvstore: an event-driven key-value store with pub/sub.",
@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", metavar="URL", default=None,
                         help="the store (default: $KVSTORE_URL, else ./.kvstore)")
     parser.add_argument("--version", action="version", version=f"kvstore {__version__}")
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND",
+                                     parser_class=_CommandParser)
     subs: Dict[str, argparse.ArgumentParser] = {}
     for name, func, summary, epilog in _COMMANDS:
         sub = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
